@@ -1,0 +1,26 @@
+"""Batch shapes: what a training sampler produces and what a loss consumes (DESIGN.md's batch-shape table).
+
+A loss names the shape it needs and a sampler the shape it makes, so an impossible pairing is caught from the
+config alone, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class BatchShape(StrEnum):
+    TRIPLES = "triples (q, d+, [d-]*k)"
+    SCORED_PAIRS = "pairs with teacher score (q, d, t)"
+    RANKED_LISTS = "ranked lists (q, [d]*n, targets)"
+    CHUNK_GROUPS = "chunk groups ([c]*16)"
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One training example as text: a query, a relevant document and k non-relevant ones."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...]

@@ -1,0 +1,1 @@
+"""Data: ir_datasets access, local BEIR folders, training samples."""

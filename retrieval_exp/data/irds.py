@@ -1,0 +1,85 @@
+"""Queries, documents and qrels read through ir_datasets, with one-line errors for ids that cannot serve."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import ir_datasets
+
+from retrieval_exp.errors import UserError
+
+Qrels = dict[str, dict[str, int]]
+
+logging.getLogger("ir_datasets").setLevel(logging.WARNING)
+
+
+def load(dataset_id: str) -> Any:
+    """The ir_datasets dataset for `dataset_id`, or a UserError naming the bad id."""
+    try:
+        return ir_datasets.load(dataset_id)
+    except KeyError:
+        raise UserError(
+            f"unknown dataset id {dataset_id!r}: use an ir_datasets id such as 'beir/scifact/test', "
+            "or register a local BEIR folder under data.register"
+        ) from None
+
+
+def require(dataset_id: str, *parts: str) -> None:
+    """Fail with one line unless the dataset provides each of `parts` (docs, queries, qrels)."""
+    dataset = load(dataset_id)
+    missing = [part for part in parts if not getattr(dataset, f"has_{part}")()]
+    if missing:
+        raise UserError(
+            f"dataset {dataset_id!r} has no {' and no '.join(missing)}: choose a split that has them "
+            "(e.g. 'beir/scifact/test' rather than 'beir/scifact')"
+        )
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """All documents of a dataset, in ir_datasets order; `key` identifies the collection for caches."""
+
+    key: str
+    ids: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:
+    try:
+        return list(rows)
+    except OSError as err:
+        raise UserError(
+            f"cannot read the {what} of {dataset_id!r} ({err}): without internet, fill IR_DATASETS_HOME first "
+            "(README, 'Offline use')"
+        ) from None
+
+
+@lru_cache(maxsize=4)
+def corpus(dataset_id: str) -> Corpus:
+    """The documents as text: title and body joined, as BEIR, MTEB and pyserini's flat indexes do."""
+    dataset = load(dataset_id)
+    docs = _read(dataset_id, "documents", dataset.docs_iter())
+    key = f"{dataset.docs_namespace()}:{len(docs)}"
+    return Corpus(key, [doc.doc_id for doc in docs], [doc.default_text().strip() for doc in docs])
+
+
+@lru_cache(maxsize=8)
+def queries(dataset_id: str) -> dict[str, str]:
+    """Query id to query text."""
+    rows = _read(dataset_id, "queries", load(dataset_id).queries_iter())
+    return {query.query_id: query.default_text() for query in rows}
+
+
+@lru_cache(maxsize=8)
+def qrels(dataset_id: str) -> Qrels:
+    """Query id to {doc id: relevance}."""
+    table: Qrels = {}
+    for qrel in _read(dataset_id, "qrels", load(dataset_id).qrels_iter()):
+        table.setdefault(qrel.query_id, {})[qrel.doc_id] = qrel.relevance
+    return table

@@ -1,0 +1,90 @@
+"""Register a local BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) as an ir_datasets id.
+
+Lets users bring their own collection, and lets the tests run offline on the tiny fixture, with the same
+loading code as any ir_datasets id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO
+
+import ir_datasets
+from ir_datasets.datasets.base import Dataset
+from ir_datasets.datasets.beir import BeirDocs, BeirQrels, BeirQueries, BeirTitleDoc
+from ir_datasets.formats import GenericQuery
+
+from retrieval_exp.errors import UserError
+
+
+class _File:
+    """The file-handle provider ir_datasets' format classes read from."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def path(self, force: bool = True) -> Path:
+        return self._path
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[IO[bytes]]:
+        with self._path.open("rb") as handle:
+            yield handle
+
+
+class _LocalBeirDocs(BeirDocs):
+    """BEIR documents streamed straight from the jsonl file (no docstore written into IR_DATASETS_HOME)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path), _File(path), BeirTitleDoc)
+        stat = path.stat()
+        self._namespace = f"local:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
+
+    def docs_iter(self) -> Iterator[BeirTitleDoc]:
+        return self._docs_iter()
+
+    def docs_count(self) -> int:
+        return sum(1 for _ in self._docs_iter())
+
+    def docs_namespace(self) -> str:
+        return self._namespace
+
+
+class _SplitQueries(BeirQueries):
+    """The queries of one split: BEIR folders keep all splits' queries in one queries.jsonl."""
+
+    def __init__(self, path: Path, qrels: Path) -> None:
+        super().__init__(str(path), _File(path), GenericQuery)
+        with qrels.open() as rows:
+            self._ids = {line.split("\t", 1)[0] for line in list(rows)[1:] if line.strip()}
+
+    def queries_iter(self) -> Iterator[GenericQuery]:
+        return (query for query in super().queries_iter() if query.query_id in self._ids)
+
+
+def register_beir_folder(dataset_id: str, folder: str | Path, split: str | None = None) -> None:
+    """Register `folder` under `dataset_id`; with `split`, only that split's queries and its qrels/<split>.tsv.
+    Idempotent per process."""
+    root = Path(folder).expanduser().resolve()
+    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl"}
+    if split:
+        files["qrels"] = root / "qrels" / f"{split}.tsv"
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise UserError(f"cannot register {dataset_id!r}: missing {', '.join(missing)} (a BEIR folder is expected)")
+    if dataset_id in ir_datasets.registry._registered:
+        return
+    parts: list[object] = [_LocalBeirDocs(files["corpus"])]
+    if split:
+        parts += [_SplitQueries(files["queries"], files["qrels"]), BeirQrels(_File(files["qrels"]), {})]
+    else:
+        parts.append(BeirQueries(str(root), _File(files["queries"]), GenericQuery))
+    ir_datasets.registry.register(dataset_id, Dataset(*parts))
+
+
+def register_all(entries: Mapping[str, Mapping[str, str]] | None) -> None:
+    """Register every `id: {folder, split}` entry of a data config's `register` block."""
+    for dataset_id, entry in (entries or {}).items():
+        register_beir_folder(dataset_id, entry["folder"], entry.get("split"))

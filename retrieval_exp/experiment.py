@@ -1,0 +1,160 @@
+"""The one recipe every run follows: check the config, (train,) retrieve, evaluate, record.
+
+Methods differ by config, never by a copy of this file. Every run leaves config.yaml, run.trec, perquery.tsv and
+metrics.json in its Hydra output directory and the same in one MLflow run; a failed run is FAILED in MLflow and
+has no metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from retrieval_exp.data import irds
+from retrieval_exp.data.local import register_all
+from retrieval_exp.errors import UserError
+from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, write_outputs
+from retrieval_exp.hardware import Hardware, seed_everything
+from retrieval_exp.tracking.mlflow_run import TrackedRun, flatten, git_commit, open_experiment
+from retrieval_exp.tracking.sweep import current_sweep
+from retrieval_exp.training.loop import TrainerSettings, train
+from retrieval_exp.validation import Plan, validate
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def main(cfg: DictConfig) -> dict[str, float] | None:
+    """Entry for launch.py. Bad input ends a single run with one line and exit code 2; in a sweep the failure is
+    recorded (FAILED in MLflow, no metrics.json) and the other jobs go on, the sweep exiting 1 at its end."""
+    in_sweep = current_sweep() is not None
+    try:
+        return run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if not in_sweep:
+            raise SystemExit(2) from None
+    except Exception:
+        if not in_sweep:
+            raise
+        log.exception("run failed")
+    return None
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Run one experiment and return its aggregate measures."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    register_all(cfg.data.get("register"))
+    plan = validate(cfg)
+    hardware: Hardware = instantiate(cfg.hardware)
+    seed_everything(cfg.seed)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    started = time.perf_counter()
+    with _tracked(cfg, plan, out_dir) as tracked:
+        metrics = _execute(cfg, plan, hardware, out_dir, tracked)
+    _print_summary(cfg, plan, metrics, out_dir, tracked, time.perf_counter() - started)
+    return metrics
+
+
+def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun) -> dict[str, float]:
+    model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
+    if plan.trains:
+        samples = instantiate(cfg.data.train)
+        result = train(
+            model,
+            instantiate(cfg.loss),
+            samples,
+            instantiate(cfg.optim),
+            instantiate(cfg.scheduler),
+            TrainerSettings(**cfg.trainer),
+            hardware,
+            out_dir / "checkpoints",
+            tracked.log_metrics,
+        )
+        tracked.log_metrics(
+            {
+                "time/train_s": result.seconds,
+                "train/steps": result.steps,
+                "train/examples_per_s": result.examples_per_second,
+            }
+        )
+        if cfg.save_model:
+            model.save(out_dir / "model")
+    build_retriever = instantiate(cfg.retriever, _partial_=True)  # live objects go in after Hydra's conversion
+    retriever = build_retriever(encoder=model, hardware=hardware) if plan.needs_model else build_retriever()
+    started = time.perf_counter()
+    corpus = irds.corpus(cfg.data.test)
+    queries = irds.queries(cfg.data.test)
+    depth = cfg.eval.depth + int(cfg.eval.ignore_identical_ids)
+    ranking = cut(retriever.search(corpus, queries, depth), cfg.eval.depth, cfg.eval.ignore_identical_ids)
+    evaluation = evaluate(ranking, irds.qrels(cfg.data.test), cfg.eval.measures)
+    write_outputs(evaluation, out_dir, tag=plan.method)
+    tracked.log_metrics({**evaluation.metrics, "time/retrieve_s": time.perf_counter() - started, **_peak_memory()})
+    tracked.log_artifacts(out_dir / name for name in OUTPUT_FILES)
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    return evaluation.metrics
+
+
+@contextmanager
+def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]:
+    """The run's MLflow record, ended FINISHED, or FAILED (and metrics.json removed) on any error. A run resumed
+    from a checkpoint in the same output directory continues its MLflow run."""
+    client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.experiment)
+    id_file = out_dir / RUN_ID_FILE
+    resuming = id_file.is_file() and (out_dir / "checkpoints").is_dir()
+    sweep = current_sweep()
+    overrides = list(HydraConfig.get().overrides.task)
+    model = cfg.model.name_or_path if plan.needs_model else "none"
+    tags = {
+        "method": plan.method,
+        "model": model,
+        "dataset": cfg.data.test,
+        "train_dataset": cfg.data.train.dataset if plan.trains else "none",
+        "git_commit": git_commit(),
+        "output_dir": str(out_dir.resolve()),
+        "overrides": " ".join(overrides),
+    }
+    if sweep:
+        tags |= {"sweep_id": sweep.sweep_id, "mlflow.parentRunId": sweep.parent_run_id}
+    name = " · ".join([plan.method, Path(model).name, cfg.data.name, *(overrides if sweep else [])])
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    tracked = TrackedRun.start(client, experiment_id, name, tags, params, id_file.read_text() if resuming else None)
+    id_file.write_text(tracked.run_id)
+    try:
+        yield tracked
+    except BaseException as err:
+        (out_dir / "metrics.json").unlink(missing_ok=True)
+        tracked.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
+        tracked.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    tracked.finish("FINISHED")
+
+
+def _peak_memory() -> dict[str, float]:
+    peak = {"memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["memory/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
+def _print_summary(
+    cfg: DictConfig, plan: Plan, metrics: dict[str, Any], out_dir: Path, tracked: TrackedRun, seconds: float
+) -> None:
+    measures = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+    print(
+        f"\n{plan.method} on {cfg.data.test}: {measures}\n"
+        f"  {seconds:.0f} s; outputs in {out_dir}; MLflow run {tracked.run_id} "
+        f"(experiment {cfg.tracking.experiment!r}, {cfg.tracking.uri})"
+    )

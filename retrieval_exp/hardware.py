@@ -1,0 +1,48 @@
+"""Where and at what precision a run computes; built from the `hardware/` config group."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from retrieval_exp.errors import UserError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class Hardware:
+    """Device, precision (fp32, or bf16 autocast), CPU threads, data-loader workers and encoding batch size."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int | None = None
+    dataloader_workers: int = 0
+    encode_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"hardware.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"hardware.device={self.device!r} but no CUDA device is visible: use hardware=cpu")
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """bf16 autocast when asked for, a no-op otherwise."""
+        return torch.autocast(self.torch_device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,1 @@
+"""Losses: small classes, one `compute_loss` each, one file per family."""

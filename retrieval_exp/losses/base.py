@@ -1,0 +1,23 @@
+"""The loss interface (after lightning-ir's `compute_loss(output, batch)`)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from retrieval_exp.batches import BatchShape
+
+
+class Loss(ABC):
+    """A training objective. Subclasses declare the batch shape they consume and the model kinds they train,
+    so that a config pairing them wrongly fails at start-up."""
+
+    name: ClassVar[str]
+    batch_shape: ClassVar[BatchShape]
+    model_kinds: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def compute_loss(self, output: Any, batch: Any) -> torch.Tensor:
+        """A scalar to minimise, from the model's output for `batch`."""

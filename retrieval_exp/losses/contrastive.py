@@ -1,0 +1,38 @@
+"""Contrastive losses for bi-encoders."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from retrieval_exp.batches import BatchShape
+from retrieval_exp.losses.base import Loss
+from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
+
+
+class InfoNCE(Loss):
+    """InfoNCE (van den Oord et al., 2018) as DPR trains (Karpukhin et al., 2020): each query's softmax over its
+    positive, its own hard negatives and, with `in_batch`, every other document of the batch.
+
+    loss = mean_i -log softmax(s(q_i, .) / temperature)[d+_i], s = the model's similarity (cosine for
+    normalised encoders). temperature 0.05 equals sentence-transformers' MultipleNegativesRankingLoss scale 20.
+    """
+
+    name = "infonce"
+    batch_shape = BatchShape.TRIPLES
+    model_kinds = ("bi_encoder",)
+
+    def __init__(self, temperature: float = 0.05, in_batch: bool = True) -> None:
+        self.temperature, self.in_batch = temperature, in_batch
+
+    def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
+        queries, positives, negatives = output.queries, output.positives, output.negatives
+        if self.in_batch:
+            documents = torch.cat([positives, negatives.flatten(0, 1)])
+            scores = queries @ documents.T
+            targets = torch.arange(queries.shape[0], device=queries.device)
+        else:
+            own = torch.cat([positives.unsqueeze(1), negatives], dim=1)
+            scores = torch.einsum("bh,bnh->bn", queries, own)
+            targets = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
+        return F.cross_entropy(scores / self.temperature, targets)

@@ -1,0 +1,1 @@
+"""Models: encoders built from Hugging Face checkpoints."""

@@ -1,0 +1,146 @@
+"""Bi-encoder: one Hugging Face encoder for queries and documents, pooled to one vector per text.
+
+Relevance is the dot product of the two vectors: cosine similarity when `normalize` is on, as for
+sentence-transformers' all-MiniLM-L6-v2 and the self-distillation paper's encoders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, BatchEncoding
+
+from retrieval_exp.batches import Triple
+from retrieval_exp.errors import UserError
+
+Side = Literal["query", "doc"]
+POOLINGS = ("cls", "mean", "pooler")
+
+
+@dataclass
+class TripleBatch:
+    """Tokenised triples: B queries, then B positives followed by B*k negatives (k per query, in query order)."""
+
+    queries: BatchEncoding
+    documents: BatchEncoding
+    num_negatives: int
+
+    def to(self, device: torch.device) -> TripleBatch:
+        return TripleBatch(self.queries.to(device), self.documents.to(device), self.num_negatives)
+
+
+@dataclass
+class TripleEmbeddings:
+    """What bi-encoder losses score: queries (B, H), positives (B, H), negatives (B, k, H)."""
+
+    queries: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+
+
+class BiEncoder(torch.nn.Module):
+    """Shared-weight encoder with cls | mean | pooler pooling; queries and documents truncated separately."""
+
+    kind = "bi_encoder"
+
+    def __init__(
+        self,
+        name_or_path: str,
+        pooling: str = "mean",
+        normalize: bool = True,
+        query_length: int = 64,
+        doc_length: int = 256,
+        query_prefix: str = "",
+        doc_prefix: str = "",
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise UserError(f"model.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
+        self.encoder = AutoModel.from_pretrained(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.pooling, self.normalize = pooling, normalize
+        self.lengths = {"query": query_length, "doc": doc_length}
+        self.prefixes = {"query": query_prefix, "doc": doc_prefix}
+
+    def tokenize(self, texts: Sequence[str], side: Side) -> BatchEncoding:
+        prefix = self.prefixes[side]
+        return self.tokenizer(
+            [prefix + text for text in texts],
+            max_length=self.lengths[side],
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        )
+
+    def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """One vector per tokenised text."""
+        output = self.encoder(**tokens)
+        if self.pooling == "pooler":
+            vectors = output.pooler_output
+        elif self.pooling == "cls":
+            vectors = output.last_hidden_state[:, 0]
+        else:
+            mask = tokens["attention_mask"].unsqueeze(-1).float()
+            vectors = (output.last_hidden_state.float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        vectors = vectors.float()
+        return F.normalize(vectors, dim=-1) if self.normalize else vectors
+
+    def collate(self, triples: Sequence[Triple]) -> TripleBatch:
+        """Tokenise a list of triples; every triple must carry the same number of negatives."""
+        counts = {len(triple.negatives) for triple in triples}
+        if len(counts) != 1:
+            raise ValueError(f"triples in one batch carry different numbers of negatives: {sorted(counts)}")
+        documents = [t.positive for t in triples] + [n for t in triples for n in t.negatives]
+        return TripleBatch(
+            self.tokenize([t.query for t in triples], "query"), self.tokenize(documents, "doc"), counts.pop()
+        )
+
+    def training_output(self, batch: TripleBatch) -> TripleEmbeddings:
+        """What bi-encoder losses consume for a batch."""
+        queries = self(batch.queries)
+        documents = self(batch.documents)
+        size = queries.shape[0]
+        negatives = documents[size:].view(size, batch.num_negatives, -1)
+        return TripleEmbeddings(queries, documents[:size], negatives)
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        texts: Sequence[str],
+        side: Side,
+        batch_size: int,
+        autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> torch.Tensor:
+        """Vectors for `texts` in their order, computed longest first so that batches pad little."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors: torch.Tensor | None = None
+        with tqdm(total=len(texts), desc=f"encode {side}s", unit=side, leave=False) as progress:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                with autocast():
+                    batch = self(self.tokenize([texts[i] for i in rows], side).to(device))
+                if vectors is None:
+                    vectors = torch.empty(len(texts), batch.shape[-1], device=device)
+                vectors[rows] = batch
+                progress.update(len(rows))
+        self.train(was_training)
+        assert vectors is not None, "embed() needs at least one text"
+        return vectors
+
+    def save(self, path: Path) -> None:
+        """Save as a Hugging Face model folder, with the pooling settings beside it."""
+        self.encoder.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        settings = {"pooling": self.pooling, "normalize": self.normalize, "lengths": self.lengths}
+        (path / "retrieval_exp.json").write_text(json.dumps({**settings, "prefixes": self.prefixes}, indent=2))

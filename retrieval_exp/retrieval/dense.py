@@ -1,0 +1,68 @@
+"""Full-corpus dense retrieval: exact top-k by inner product, in corpus chunks (memory bounded), or faiss."""
+
+from __future__ import annotations
+
+import torch
+
+from retrieval_exp.data.irds import Corpus
+from retrieval_exp.errors import UserError
+from retrieval_exp.hardware import Hardware
+from retrieval_exp.models.bi_encoder import BiEncoder
+from retrieval_exp.retrieval.run import Run
+
+BACKENDS = ("torch", "faiss")
+
+
+def exact_top_k(
+    queries: torch.Tensor, docs: torch.Tensor, k: int, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and indices of the k best documents per query; holds at most (queries x chunk_size) scores at once."""
+    k = min(k, docs.shape[0])
+    best_scores = torch.full((queries.shape[0], 0), float("-inf"), device=queries.device)
+    best_index = torch.zeros((queries.shape[0], 0), dtype=torch.long, device=queries.device)
+    for start in range(0, docs.shape[0], chunk_size):
+        scores = queries @ docs[start : start + chunk_size].T
+        top = scores.topk(min(k, scores.shape[1]), dim=1)
+        merged_scores = torch.cat([best_scores, top.values], dim=1)
+        merged_index = torch.cat([best_index, top.indices + start], dim=1)
+        keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1)
+        best_scores, best_index = keep.values, merged_index.gather(1, keep.indices)
+    return best_scores, best_index
+
+
+def faiss_top_k(queries: torch.Tensor, docs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same search through a faiss IndexFlatIP (exact inner product, on CPU)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(docs.shape[1])
+    index.add(docs.float().cpu().numpy())
+    scores, indices = index.search(queries.float().cpu().numpy(), min(k, docs.shape[0]))
+    return torch.from_numpy(scores), torch.from_numpy(indices)
+
+
+class DenseRetriever:
+    """Encodes the whole corpus with the run's bi-encoder, then searches it exhaustively."""
+
+    name = "dense"
+    needs_encoder = True
+
+    def __init__(
+        self, encoder: BiEncoder, hardware: Hardware, backend: str = "torch", chunk_size: int = 65_536
+    ) -> None:
+        if backend not in BACKENDS:
+            raise UserError(f"retriever.backend={backend!r} is not one of {', '.join(BACKENDS)}")
+        self.encoder, self.hardware, self.backend, self.chunk_size = encoder, hardware, backend, chunk_size
+
+    def search(self, corpus: Corpus, queries: dict[str, str], depth: int) -> Run:
+        batch = self.hardware.encode_batch_size
+        docs = self.encoder.embed(corpus.texts, "doc", batch, self.hardware.autocast)
+        query_ids = list(queries)
+        vectors = self.encoder.embed([queries[q] for q in query_ids], "query", batch, self.hardware.autocast)
+        if self.backend == "faiss":
+            scores, indices = faiss_top_k(vectors, docs, depth)
+        else:
+            scores, indices = exact_top_k(vectors, docs, depth, self.chunk_size)
+        return {
+            query_id: {corpus.ids[i]: s for i, s in zip(row_index, row_scores)}
+            for query_id, row_index, row_scores in zip(query_ids, indices.tolist(), scores.tolist())
+        }

@@ -1,0 +1,1 @@
+"""Tracking: one MLflow run per experiment run, one parent run per sweep."""

@@ -1,0 +1,119 @@
+"""MLflow records: the store, the experiment, and one run's params, tags, metrics, artifacts and final status."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+for _noisy in ("alembic", "mlflow"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+MAX_PARAM_LENGTH = 6000
+
+
+def absolute_uri(uri: str) -> str:
+    """sqlite URIs with a relative path made absolute, so every process of a sweep opens the same file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(uri[len(prefix) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return uri
+
+
+def open_experiment(uri: str, artifact_root: str, name: str) -> tuple[MlflowClient, str]:
+    """The client and the id of experiment `name`, creating the store and the experiment on first use."""
+    client = MlflowClient(tracking_uri=absolute_uri(uri))
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return client, found.experiment_id
+    try:
+        return client, client.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
+    except MlflowException:  # created meanwhile by a concurrent job
+        return client, client.get_experiment_by_name(name).experiment_id
+
+
+def metric_key(name: str) -> str:
+    """An ir_measures name as MLflow allows it: 'nDCG@10' -> 'nDCG_at_10' (MLflow forbids '@')."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("@", "_at_"))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {'model.pooling': 'mean', ...}, as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_commit() -> str:
+    """HEAD of the suite's checkout, with '-dirty' when it has uncommitted changes; 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(here), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+class TrackedRun:
+    """One MLflow run, written through the client (no global active-run state, so sweeps in one process are safe)."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    @classmethod
+    def start(
+        cls,
+        client: MlflowClient,
+        experiment_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        resume_run_id: str | None = None,
+    ) -> TrackedRun:
+        """A new run (params logged), or the run `resume_run_id` set running again."""
+        if resume_run_id:
+            client.update_run(resume_run_id, status="RUNNING")
+            return cls(client, resume_run_id)
+        run = cls(client, client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id)
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(run.run_id, params=items[start : start + 100])
+        return run
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(metric_key(k), float(v), stamp, step) for k, v in metrics.items()]
+        )
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None:
+        for path in paths:
+            self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,98 @@
+"""A sweep's parent MLflow run and summary, through Hydra's multirun callbacks.
+
+on_multirun_start creates the store (so parallel jobs never race on the first use of the sqlite file), the
+experiment and a parent run, and writes sweep.json into the sweep directory; each job reads that file to tag
+itself with the sweep id and nest under the parent. on_multirun_end gathers every job's metrics.json into
+summary.tsv, logs it to the parent, and ends the parent FAILED (and the process with exit code 1) when a job failed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from retrieval_exp.tracking.mlflow_run import git_commit, open_experiment
+
+SWEEP_FILE = "sweep.json"
+SUMMARY_FILE = "summary.tsv"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    sweep_id: str
+    parent_run_id: str
+
+
+def current_sweep() -> Sweep | None:
+    """The sweep the running Hydra job belongs to, or None outside a multirun."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    path = Path(HydraConfig.get().sweep.dir) / SWEEP_FILE
+    return Sweep(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def summarize(sweep_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per job: number, overrides, status, then each measure of its metrics.json."""
+    jobs = sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=lambda d: (len(d.name), d.name))
+    results = {job: _metrics(job) for job in jobs}
+    measures = sorted({m for metrics in results.values() if metrics for m in metrics})
+    rows = []
+    for job, metrics in results.items():
+        overrides = " ".join(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+        values = [f"{metrics[m]:.4f}" if metrics and m in metrics else "" for m in measures]
+        rows.append([job.name, overrides, "finished" if metrics else "failed", *values])
+    return ["job", "overrides", "status", *measures], rows
+
+
+def _metrics(job: Path) -> dict[str, float] | None:
+    path = job / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class SweepTracking(Callback):
+    """Registered under hydra.callbacks in conf/config.yaml."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        client, experiment_id = open_experiment(
+            config.tracking.uri, config.tracking.artifact_root, config.tracking.experiment
+        )
+        sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"
+        tags = {
+            "sweep_id": sweep_id,
+            "sweep_parent": "true",
+            "sweep_overrides": " ".join(config.hydra.overrides.task),
+            "sweep_dir": str(sweep_dir.resolve()),
+            "git_commit": git_commit(),
+        }
+        parent = client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
+        sweep = Sweep(sweep_id, parent.info.run_id)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(asdict(sweep), indent=2))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep = Sweep(**json.loads((sweep_dir / SWEEP_FILE).read_text()))
+        header, rows = summarize(sweep_dir)
+        summary = sweep_dir / SUMMARY_FILE
+        summary.write_text("\n".join("\t".join(row) for row in [header, *rows]) + "\n")
+        client, _ = open_experiment(config.tracking.uri, config.tracking.artifact_root, config.tracking.experiment)
+        client.log_artifact(sweep.parent_run_id, str(summary))
+        failed = [row[0] for row in rows if row[2] == "failed"]
+        client.set_terminated(sweep.parent_run_id, status="FAILED" if failed or not rows else "FINISHED")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        print(f"\nsweep {sweep.sweep_id} ({sweep_dir}):")
+        for row in [header, *rows]:
+            print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        if failed:
+            raise SystemExit(
+                f"error: {len(failed)} of {len(rows)} runs failed (jobs {', '.join(failed)}); see their logs"
+            )

@@ -1,0 +1,134 @@
+"""The training loop shared by every method: AdamW-style optimiser, warmup/decay, gradient accumulation and
+clipping, bf16 autocast, periodic checkpoints and resume at the exact step."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from retrieval_exp.errors import UserError
+from retrieval_exp.hardware import Hardware
+from retrieval_exp.losses.base import Loss
+from retrieval_exp.training import checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerSettings:
+    """The `trainer` config node. One step = batch_size x grad_accum examples; max_steps overrides epochs."""
+
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+@dataclass
+class TrainingResult:
+    steps: int
+    seconds: float
+    examples_per_second: float
+    resumed_from_step: int
+
+
+def train(
+    model: Any,
+    loss: Loss,
+    samples: Any,
+    optimizer_factory: Callable[..., torch.optim.Optimizer],
+    scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler],
+    settings: TrainerSettings,
+    hardware: Hardware,
+    checkpoint_dir: Path,
+    on_metrics: Callable[[dict[str, float], int], None],
+) -> TrainingResult:
+    """Train `model` on `samples` (an object with len() and epoch(i) -> examples) and return what it took.
+
+    Resumes from checkpoint_dir/last.pt when present. Batches have a fixed size (the last partial one of an epoch
+    is dropped), because in-batch losses compare across the batch.
+    """
+    per_step = settings.batch_size * settings.grad_accum
+    steps_per_epoch = len(samples) // per_step
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"{len(samples)} training examples are fewer than one step needs ({per_step} = trainer.batch_size x "
+            "trainer.grad_accum): lower them"
+        )
+    total_steps = settings.max_steps or settings.epochs * steps_per_epoch
+    optimizer = optimizer_factory(params=[p for p in model.parameters() if p.requires_grad])
+    scheduler = scheduler_factory(optimizer=optimizer, total_steps=total_steps)
+    step = _resume(checkpoint_dir, model, optimizer, scheduler)
+    resumed_from = step
+    if step:
+        log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint_dir / checkpoint.LAST)
+    model.train()
+    started = time.perf_counter()
+    running = torch.zeros((), device=hardware.torch_device)
+    with tqdm(total=total_steps, initial=step, desc="train", unit="step") as progress:
+        while step < total_steps:
+            epoch, offset = divmod(step, steps_per_epoch)
+            examples = samples.epoch(epoch)[offset * per_step : steps_per_epoch * per_step]
+            batches = iter(
+                DataLoader(
+                    examples,
+                    batch_size=settings.batch_size,
+                    collate_fn=model.collate,
+                    num_workers=hardware.dataloader_workers,
+                    pin_memory=hardware.torch_device.type == "cuda",
+                    generator=torch.Generator().manual_seed(epoch),  # keeps the global RNG (dropout) resumable
+                )
+            )
+            for _ in range(min(steps_per_epoch - offset, total_steps - step)):
+                for _ in range(settings.grad_accum):
+                    batch = next(batches).to(hardware.torch_device)
+                    with hardware.autocast():
+                        value = loss.compute_loss(model.training_output(batch), batch) / settings.grad_accum
+                    value.backward()
+                    running += value.detach()
+                if settings.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress.update()
+                if step % settings.log_every == 0 or step == total_steps:
+                    steps_logged = step % settings.log_every or settings.log_every
+                    metrics = {"train/loss": running.item() / steps_logged, "train/lr": scheduler.get_last_lr()[0]}
+                    progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+                    on_metrics(metrics, step)
+                    running.zero_()
+                if step % settings.checkpoint_every == 0 or step == total_steps:
+                    _save(checkpoint_dir, step, model, optimizer, scheduler)
+    seconds = time.perf_counter() - started
+    trained = (step - resumed_from) * per_step
+    return TrainingResult(step, seconds, trained / seconds if seconds else 0.0, resumed_from)
+
+
+def _save(directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    state |= {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+    checkpoint.save(directory, state)
+
+
+def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> int:
+    state = checkpoint.load(directory)
+    if state is None:
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"])

@@ -1,0 +1,66 @@
+"""Start-up checks on the composed config: every impossible combination fails here with one line, before any
+model or corpus is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from retrieval_exp.data import irds
+from retrieval_exp.errors import UserError
+from retrieval_exp.evaluation import parse_measures
+from retrieval_exp.models.hub import require_available
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the run will do, derived from the config."""
+
+    trains: bool
+    needs_model: bool
+    method: str
+
+
+def target_class(node: DictConfig | None, key: str) -> Any:
+    """The class a config node's `_target_` names, imported but not built."""
+    if node is None or "_target_" not in node:
+        raise UserError(f"config has no {key}._target_: choose a {key} config group option")
+    try:
+        return get_class(node._target_)
+    except Exception:
+        raise UserError(f"{key}._target_={node._target_!r} cannot be imported: check the dotted path") from None
+
+
+def validate(cfg: DictConfig) -> Plan:
+    """Check the config; the returned plan says what the recipe has to build."""
+    irds.require(cfg.data.test, "docs", "queries", "qrels")
+    parse_measures(cfg.eval.measures)
+    retriever = target_class(cfg.retriever, "retriever")
+    trains = bool(cfg.train)
+    needs_model = trains or retriever.needs_encoder
+    if needs_model and cfg.get("model") is None:
+        why = "training" if trains else f"retriever={retriever.name}"
+        raise UserError(f"{why} needs a model, but model is null: choose one, e.g. model=minilm")
+    method = cfg.get("method") or retriever.name
+    if needs_model:
+        model = target_class(cfg.model, "model")
+        require_available(cfg.model.name_or_path)
+    if trains:
+        loss = target_class(cfg.get("loss"), "loss")
+        sampler = target_class(cfg.data.get("train"), "data.train")
+        if model.kind not in loss.model_kinds:
+            raise UserError(
+                f"loss {loss.name!r} trains {' or '.join(loss.model_kinds)} models, but the model is a {model.kind}: "
+                "pick a loss and model that match"
+            )
+        if sampler.batch_shape != loss.batch_shape:
+            raise UserError(
+                f"loss {loss.name!r} needs {loss.batch_shape.value} batches, but data.train ({sampler.__name__}) "
+                f"makes {sampler.batch_shape.value}: pick data that provides them"
+            )
+        irds.require(cfg.data.train.dataset, "docs", "queries", "qrels")
+        method = cfg.get("method") or loss.name
+    return Plan(trains, needs_model, method)

@@ -1,0 +1,41 @@
+"""Training triples from the tiny fixture's qrels with BM25-mined negatives."""
+
+import pytest
+
+from retrieval_exp.data import irds
+from retrieval_exp.data.local import register_all
+from retrieval_exp.data.triples import MinedTriples
+from retrieval_exp.retrieval.bm25 import BM25
+from tests.conftest import compose_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def tiny_registered() -> None:
+    register_all(compose_config("data=tiny").data.register)
+
+
+def sampler(seed: int = 0, negatives: int = 2) -> MinedTriples:
+    return MinedTriples("tiny/train", BM25(), negatives=negatives, depth=5, seed=seed)
+
+
+def test_one_example_per_relevant_pair() -> None:
+    qrels = irds.qrels("tiny/train")
+    assert len(sampler()) == sum(len(docs) for docs in qrels.values()) == 14
+
+
+def test_negatives_are_never_judged_relevant() -> None:
+    samples = sampler()
+    corpus = irds.corpus("tiny/train")
+    text_to_id = dict(zip(corpus.texts, corpus.ids))
+    queries = {text: qid for qid, text in irds.queries("tiny/train").items()}
+    qrels = irds.qrels("tiny/train")
+    for triple in samples.epoch(0):
+        relevant = set(qrels[queries[triple.query]])
+        assert text_to_id[triple.positive] in relevant
+        assert len(triple.negatives) == 2
+        assert not {text_to_id[n] for n in triple.negatives} & relevant
+
+
+def test_epochs_are_reproducible_and_differ() -> None:
+    assert sampler(seed=3).epoch(1) == sampler(seed=3).epoch(1)
+    assert sampler(seed=3).epoch(0) != sampler(seed=3).epoch(1)
