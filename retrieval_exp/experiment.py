@@ -42,15 +42,24 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
     in_sweep = current_sweep() is not None
     try:
         return run(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if not in_sweep:
-            raise SystemExit(2) from None
-    except Exception:
-        if not in_sweep:
+    except Exception as err:
+        bad_input = _user_error(err)
+        if bad_input:
+            print(f"error: {bad_input}", file=sys.stderr)
+            if not in_sweep:
+                raise SystemExit(2) from None
+        elif not in_sweep:
             raise
-        log.exception("run failed")
+        else:
+            log.exception("run failed")
     return None
+
+
+def _user_error(err: BaseException | None) -> UserError | None:
+    """The UserError behind `err`, also when Hydra's instantiate wrapped one raised by a `_target_`."""
+    while err is not None and not isinstance(err, UserError):
+        err = err.__cause__
+    return err
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

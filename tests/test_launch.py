@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import launch
@@ -78,6 +79,11 @@ def test_bm25_preset_on_the_tiny_collection(tmp_path: Path) -> None:
         (["data.test=beir/no-such-dataset/test"], "unknown dataset id"),
         (["data.test=beir/scifact"], "has no qrels"),
         (["loss._target_=tests.fakes.CrossEncoderOnlyLoss"], "trains cross_encoder models"),
+        pytest.param(
+            ["hardware=gpu"],
+            "no CUDA device is visible: use hardware=cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device"),
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, overrides: list[str], message: str) -> None:

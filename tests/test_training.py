@@ -28,7 +28,9 @@ class Interrupted(Exception):
     pass
 
 
-def run_training(checkpoints: Path, max_steps: int, stop_at: int | None = None) -> tuple[torch.nn.Module, list[float]]:
+def run_training(
+    checkpoints: Path, max_steps: int, stop_at: int | None = None, precision: str = "fp32"
+) -> tuple[torch.nn.Module, list[float]]:
     cfg = compose_config(*TINY, f"trainer.max_steps={max_steps}", "trainer.checkpoint_every=1")
     register_all(cfg.data.register)
     seed_everything(cfg.seed)
@@ -47,7 +49,7 @@ def run_training(checkpoints: Path, max_steps: int, stop_at: int | None = None) 
         instantiate(cfg.optim),
         instantiate(cfg.scheduler),
         TrainerSettings(**cfg.trainer),
-        Hardware(),
+        Hardware(precision=precision),
         checkpoints,
         record,
     )
@@ -67,3 +69,9 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
 def test_loss_goes_down_on_repeated_data(tmp_path: Path) -> None:
     _, losses = run_training(tmp_path, max_steps=12)
     assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    model, losses = run_training(tmp_path, max_steps=2, precision="bf16")
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast keeps fp32 master weights
