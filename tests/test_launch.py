@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import launch
+from tests.conftest import TINY_DATA, launch
 
 CONTRACT = ("config.yaml", "metrics.json", "run.trec", "perquery.tsv")
 
@@ -120,3 +120,24 @@ def test_a_failing_job_fails_the_sweep_but_not_its_siblings(tmp_path: Path) -> N
     assert not (tmp_path / "sweep" / "1" / "metrics.json").exists()
     [parent] = [r for r in runs(tmp_path) if r.data.tags.get("sweep_parent") == "true"]
     assert parent.info.status == "FAILED"
+
+
+def test_rerun_in_the_same_directory_resumes_training_and_its_mlflow_run(tmp_path: Path) -> None:
+    broken = tmp_path / "broken_collection"
+    shutil.copytree(TINY_DATA, broken)
+    with (broken / "corpus.jsonl").open("a") as corpus:
+        corpus.write("this line is not json\n")
+    steps = ["trainer.max_steps=3", "trainer.checkpoint_every=1"]
+    first = launch(tmp_path, *steps, f"+data.register.broken={{folder:{broken},split:test}}", "data.test=broken")
+    assert first.returncode != 0  # trained, then failed reading the test corpus
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    [failed] = runs(tmp_path)
+    assert failed.info.status == "FAILED"
+
+    second = launch(tmp_path, *steps)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from step 3 of 3" in second.stderr + second.stdout
+    [resumed] = runs(tmp_path)
+    assert resumed.info.run_id == failed.info.run_id and resumed.info.status == "FINISHED"
+    assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run" / "checkpoints").exists()

@@ -8,6 +8,7 @@ from typing import Any
 
 from retrieval_exp.batches import BatchShape, Triple
 from retrieval_exp.data import irds
+from retrieval_exp.retrieval.run import ranked
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class MinedTriples:
         mined_for = {q: self.queries[q] for q in sorted({q for q, _ in self._pairs})}
         run = self.miner.search(self.corpus, mined_for, self.depth)
         for query_id in mined_for:
-            ranked = sorted(run.get(query_id, {}).items(), key=lambda item: (-item[1], item[0]))
-            self._candidates[query_id] = [d for d, _ in ranked if d not in self._relevant[query_id]]
+            best_first = ranked(run.get(query_id, {}))
+            self._candidates[query_id] = [d for d, _ in best_first if d not in self._relevant[query_id]]
         short = sum(len(c) < self.negatives for c in self._candidates.values())
         log.info(
             "%d training pairs from %d queries of %s; negatives from %s top-%d (%d queries topped up from the corpus)",
