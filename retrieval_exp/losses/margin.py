@@ -1,0 +1,127 @@
+"""Margin regression losses of self-distillation with adaptive relevance margins (Gienapp et al., ICTIR 2025;
+arXiv 2407.21515; code: webis-de/adaptive-relevance-margin-loss, src/loss.py).
+
+The margin of a triple is m = cos(q, d+) - cos(q, d-); the loss regresses it onto a target through an error function
+(l2: e^2, l1: |e|, soft: log(1 + exp(-e))) and averages. The losses differ by target:
+
+* static      t = c, a constant;
+* adaptive    t = cos(d+, d-) / 2 + 0.5, from the encoder being trained, at the same step (self-distillation: no
+              teacher; the more alike d+ and d-, the larger the margin asked for);
+* distributed the adaptive target of every positive in the batch against each negative (see DistributedMargin).
+
+Similarities are cosines whatever the model's normalisation. With k negatives per query, each of them is a margin of
+its own. With `in_batch`, query i's margin is taken against every negative j of the batch:
+m[i, j] = cos(q_i, d+_i) - cos(q_i, d-_j), with the adaptive target cos(d+_i, d-_j) / 2 + 0.5. (The authors' code
+writes `pos.diag() - neg`, which broadcasts to cos(q_j, d+_j) - cos(q_i, d-_j); we follow the paper's definition,
+in which both terms belong to query i.)
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from retrieval_exp.batches import BatchShape
+from retrieval_exp.errors import UserError
+from retrieval_exp.losses.base import Loss
+from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
+
+ERROR_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "l2": torch.square,
+    "l1": torch.abs,
+    "soft": lambda error: F.softplus(-error),
+}
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosine similarities of the rows of a (n, h) and b (m, h): (n, m)."""
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
+class MarginLoss(Loss):
+    """Shared part: margins, error function and mean; subclasses give the target."""
+
+    batch_shape = BatchShape.TRIPLES
+    model_kinds = ("bi_encoder",)
+
+    def __init__(self, in_batch: bool = False, error_fn: str = "l2") -> None:
+        if error_fn not in ERROR_FUNCTIONS:
+            raise UserError(f"loss.error_fn={error_fn!r} is not one of {', '.join(ERROR_FUNCTIONS)}")
+        self.in_batch, self.error = in_batch, ERROR_FUNCTIONS[error_fn]
+
+    def margins(self, output: TripleEmbeddings) -> torch.Tensor:
+        """(B, k) margins against each query's own negatives, or (B, B*k) against all with `in_batch`."""
+        positive = F.cosine_similarity(output.queries, output.positives, dim=-1).unsqueeze(1)
+        if self.in_batch:
+            return positive - cosine(output.queries, output.negatives.flatten(0, 1))
+        own = F.cosine_similarity(output.queries.unsqueeze(1), output.negatives, dim=-1)
+        return positive - own
+
+    @abstractmethod
+    def targets(self, output: TripleEmbeddings) -> torch.Tensor | float:
+        """The target of each margin (broadcastable to the margins)."""
+
+    def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
+        return self.error(self.margins(output) - self.targets(output)).mean()
+
+
+class StaticMargin(MarginLoss):
+    """Constant target margin c (the authors' static baseline; the paper tunes c per encoder)."""
+
+    name = "static_margin"
+
+    def __init__(self, margin: float = 0.3, in_batch: bool = False, error_fn: str = "l2") -> None:
+        super().__init__(in_batch, error_fn)
+        self.margin = margin
+
+    def targets(self, output: TripleEmbeddings) -> float:
+        return self.margin
+
+
+def adaptive_targets(output: TripleEmbeddings, in_batch: bool) -> torch.Tensor:
+    """cos(d+, d-) / 2 + 0.5 for every margin: (B, k), or (B, B*k) with `in_batch`."""
+    if in_batch:
+        similarity = cosine(output.positives, output.negatives.flatten(0, 1))
+    else:
+        similarity = F.cosine_similarity(output.positives.unsqueeze(1), output.negatives, dim=-1)
+    return similarity / 2 + 0.5
+
+
+class AdaptiveMargin(MarginLoss):
+    """Target margin from the document-document similarity of the same encoder at the same step. As in the authors'
+    code the target is not detached, so gradients also flow through cos(d+, d-); `detach_target` is our ablation."""
+
+    name = "adaptive_margin"
+
+    def __init__(self, in_batch: bool = False, error_fn: str = "l2", detach_target: bool = False) -> None:
+        super().__init__(in_batch, error_fn)
+        self.detach_target = detach_target
+
+    def targets(self, output: TripleEmbeddings) -> torch.Tensor:
+        targets = adaptive_targets(output, self.in_batch)
+        return targets.detach() if self.detach_target else targets
+
+
+class DistributedMargin(MarginLoss):
+    """The authors' third variant: each query's own margin m_j is regressed onto the adaptive target of *every*
+    positive of the batch against its negative, e[i, j] = m_j - (cos(d+_i, d-_j) / 2 + 0.5), the broadcasting of their
+    code. Under l2 this is (m_j - mean_i t_ij)^2 + Var_i(t_ij): the effective target of negative j is its mean
+    similarity to all positives in the batch. In-batch negatives are not defined for it."""
+
+    name = "distributed_margin"
+
+    def __init__(self, in_batch: bool = False, error_fn: str = "l2", detach_target: bool = False) -> None:
+        if in_batch:
+            raise UserError("loss distributed_margin does not support in_batch=true (neither does the authors' code)")
+        super().__init__(False, error_fn)
+        self.detach_target = detach_target
+
+    def margins(self, output: TripleEmbeddings) -> torch.Tensor:
+        return super().margins(output).flatten().unsqueeze(0)  # (1, B*k), broadcast over the B positives
+
+    def targets(self, output: TripleEmbeddings) -> torch.Tensor:
+        targets = adaptive_targets(output, in_batch=True)  # (B, B*k)
+        return targets.detach() if self.detach_target else targets
