@@ -19,8 +19,10 @@ class BatchShape(StrEnum):
 
 @dataclass(frozen=True)
 class Triple:
-    """One training example as text: a query, a relevant document and k non-relevant ones."""
+    """One training example as text: a query, a relevant document and k non-relevant ones; with a teacher, its
+    scores for the positive then each negative."""
 
     query: str
     positive: str
     negatives: tuple[str, ...]
+    teacher_scores: tuple[float, ...] | None = None

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
+from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, write_outputs
 from retrieval_exp.hardware import Hardware, seed_everything
@@ -81,6 +82,10 @@ def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tra
     model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
     if plan.trains:
         samples = instantiate(cfg.data.train)
+        if plan.needs_teacher:
+            teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+            samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
+        validator = instantiate(cfg.validation) if cfg.get("validation") else None
         result = train(
             model,
             instantiate(cfg.loss),
@@ -91,7 +96,10 @@ def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tra
             hardware,
             out_dir / "checkpoints",
             tracked.log_metrics,
+            validator,
         )
+        if validator and validator.best is not None:
+            tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
         tracked.log_metrics(
             {
                 "time/train_s": result.seconds,

@@ -3,10 +3,11 @@ model or corpus is loaded."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from retrieval_exp.data import irds
@@ -22,14 +23,15 @@ class Plan:
     trains: bool
     needs_model: bool
     method: str
+    needs_teacher: bool = False
 
 
 def target_class(node: DictConfig | None, key: str) -> Any:
-    """The class a config node's `_target_` names, imported but not built."""
+    """The class (or function) a config node's `_target_` names, imported but not called."""
     if node is None or "_target_" not in node:
         raise UserError(f"config has no {key}._target_: choose a {key} config group option")
     try:
-        return get_class(node._target_)
+        return get_object(node._target_)
     except Exception:
         raise UserError(f"{key}._target_={node._target_!r} cannot be imported: check the dotted path") from None
 
@@ -61,6 +63,17 @@ def validate(cfg: DictConfig) -> Plan:
                 f"loss {loss.name!r} needs {loss.batch_shape.value} batches, but data.train ({sampler.__name__}) "
                 f"makes {sampler.batch_shape.value}: pick data that provides them"
             )
+        optimizer = target_class(cfg.optim, "optim")
+        requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
+        if requirement and importlib.util.find_spec(requirement[0]) is None:
+            raise UserError(requirement[1])
+        if cfg.get("validation"):
+            irds.require(cfg.validation.dataset, "queries", "qrels", "scoreddocs")
+            parse_measures([cfg.validation.measure])
+        if loss.needs_teacher:
+            if cfg.get("teacher") is None:
+                raise UserError(f"loss {loss.name!r} distils a teacher's scores: choose one, e.g. model@teacher=mpnet")
+            require_available(cfg.teacher.name_or_path)
         irds.require(cfg.data.train.dataset, "docs", "queries", "qrels")
-        method = cfg.get("method") or loss.name
+        return Plan(trains, needs_model, cfg.get("method") or loss.name, loss.needs_teacher)
     return Plan(trains, needs_model, method)

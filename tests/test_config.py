@@ -93,3 +93,9 @@ def test_impossible_configs_fail_with_one_line(overrides: list[str], message: st
 def test_model_folder_without_config_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="has no config.json"):
         plan_of(f"model.name_or_path={tmp_path}")
+
+
+def test_teacher_losses_need_a_teacher() -> None:
+    with pytest.raises(UserError, match="distils a teacher's scores: choose one, e.g. model@teacher=mpnet"):
+        plan_of("loss=margin_mse")
+    assert plan_of("loss=kl_distill", "model@teacher=tiny_bert").needs_teacher

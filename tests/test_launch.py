@@ -141,3 +141,23 @@ def test_rerun_in_the_same_directory_resumes_training_and_its_mlflow_run(tmp_pat
     [resumed] = runs(tmp_path)
     assert resumed.info.run_id == failed.info.run_id and resumed.info.status == "FINISHED"
     assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_paper_preset_runs_at_tiny_scale(tmp_path: Path) -> None:
+    from tests.test_early_stopping import PAPER_TINY
+
+    done = launch(tmp_path, *PAPER_TINY, "optim._target_=torch.optim.AdamW", "tracking.experiment=tiny", tiny=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = runs(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    validations = client.get_metric_history(run.info.run_id, "val/nDCG_at_10")
+    assert len(validations) == run.data.metrics["train/steps"] >= 1
+    assert run.data.metrics["val/best_nDCG_at_10"] == max(m.value for m in validations)
+    assert run.data.tags["method"] == "adaptive_margin" and run.data.params["data.train.group_size"] == "3"
+
+
+def test_teacher_distillation_runs_end_to_end(tmp_path: Path) -> None:
+    done = launch(tmp_path, "loss=margin_mse", "model@teacher=tiny_bert", "trainer.max_steps=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = runs(tmp_path)
+    assert run.data.tags["method"] == "margin_mse" and run.data.params["teacher.pooling"] == "mean"

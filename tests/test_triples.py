@@ -4,7 +4,7 @@ import pytest
 
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
-from retrieval_exp.data.triples import MinedTriples
+from retrieval_exp.data.triples import DocpairTriples, MinedTriples
 from retrieval_exp.retrieval.bm25 import BM25
 from tests.conftest import compose_config
 
@@ -39,3 +39,19 @@ def test_negatives_are_never_judged_relevant() -> None:
 def test_epochs_are_reproducible_and_differ() -> None:
     assert sampler(seed=3).epoch(1) == sampler(seed=3).epoch(1)
     assert sampler(seed=3).epoch(0) != sampler(seed=3).epoch(1)
+
+
+def test_docpairs_keep_only_complete_groups_in_file_order() -> None:
+    # tests/data/tiny/docpairs.tsv: q1, q2 and q4 have 3 pairs each, q3 only 2 -> q3 is dropped with group_size 3.
+    docpairs = DocpairTriples("tiny/train", group_size=3, seed=0)
+    corpus = irds.corpus("tiny/train")
+    text_to_id = dict(zip(corpus.texts, corpus.ids))
+    queries = {text: qid for qid, text in irds.queries("tiny/train").items()}
+    seen = sorted((queries[t.query], text_to_id[t.positive], text_to_id[t.negatives[0]]) for t in docpairs.epoch(0))
+    assert len(docpairs) == 9 and {q for q, _, _ in seen} == {"q1", "q2", "q4"}
+    assert ("q2", "climate1", "exercise0") in seen
+
+
+def test_docpairs_group_size_and_query_cap() -> None:
+    assert len(DocpairTriples("tiny/train", group_size=2)) == 8  # q1..q4: first two pairs each
+    assert len(DocpairTriples("tiny/train", group_size=2, max_queries=2)) == 4

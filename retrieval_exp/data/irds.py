@@ -83,3 +83,14 @@ def qrels(dataset_id: str) -> Qrels:
     for qrel in _read(dataset_id, "qrels", load(dataset_id).qrels_iter()):
         table.setdefault(qrel.query_id, {})[qrel.doc_id] = qrel.relevance
     return table
+
+
+def documents(dataset_id: str, doc_ids: set[str]) -> dict[str, str]:
+    """Texts of `doc_ids`: from the dataset's docstore where it has one (MS MARCO), else from the corpus."""
+    dataset = load(dataset_id)
+    try:
+        found = dataset.docs_store().get_many(doc_ids)
+        return {doc_id: doc.default_text().strip() for doc_id, doc in found.items()}
+    except NotImplementedError:
+        collection = corpus(dataset_id)
+        return {d: t for d, t in zip(collection.ids, collection.texts) if d in doc_ids}

@@ -1,4 +1,6 @@
-"""Register a local BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) as an ir_datasets id.
+"""Register a local BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv, and optionally docpairs.tsv:
+query id, positive doc id, negative doc id per line, as ir_datasets' docpairs; and scoreddocs/<split>.run: a TREC run
+of a first stage, as ir_datasets' scoreddocs) as an ir_datasets id.
 
 Lets users bring their own collection, and lets the tests run offline on the tiny fixture, with the same
 loading code as any ir_datasets id.
@@ -14,7 +16,7 @@ from typing import IO
 import ir_datasets
 from ir_datasets.datasets.base import Dataset
 from ir_datasets.datasets.beir import BeirDocs, BeirQrels, BeirQueries, BeirTitleDoc
-from ir_datasets.formats import GenericQuery
+from ir_datasets.formats import GenericQuery, TrecScoredDocs, TsvDocPairs
 
 from retrieval_exp.errors import UserError
 
@@ -44,6 +46,9 @@ class _LocalBeirDocs(BeirDocs):
 
     def docs_iter(self) -> Iterator[BeirTitleDoc]:
         return self._docs_iter()
+
+    def docs_store(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError("local collections are read whole, not through a docstore")
 
     def docs_count(self) -> int:
         return sum(1 for _ in self._docs_iter())
@@ -81,6 +86,10 @@ def register_beir_folder(dataset_id: str, folder: str | Path, split: str | None 
         parts += [_SplitQueries(files["queries"], files["qrels"]), BeirQrels(_File(files["qrels"]), {})]
     else:
         parts.append(BeirQueries(str(root), _File(files["queries"]), GenericQuery))
+    if split and (root / "scoreddocs" / f"{split}.run").is_file():
+        parts.append(TrecScoredDocs(_File(root / "scoreddocs" / f"{split}.run")))
+    if (root / "docpairs.tsv").is_file():
+        parts.append(TsvDocPairs(_File(root / "docpairs.tsv")))
     ir_datasets.registry.register(dataset_id, Dataset(*parts))
 
 

@@ -1,82 +1,144 @@
-"""Training triples from qrels, with hard negatives mined from a first-stage run."""
+"""Training triples (q, d+, [d-]*k): from qrels with hard negatives mined by a first-stage run, or from an
+ir_datasets docpairs file."""
 
 from __future__ import annotations
 
 import logging
 import random
+from abc import ABC, abstractmethod
 from typing import Any
 
 from retrieval_exp.batches import BatchShape, Triple
 from retrieval_exp.data import irds
+from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.retrieval.run import ranked
 
 log = logging.getLogger(__name__)
+Example = tuple[str, str, list[str]]  # query id, positive doc id, the doc ids its negatives are drawn from
 
 
-class MinedTriples:
-    """One example per relevant (query, document) pair of the qrels; its negatives are drawn uniformly from the
-    miner's top `depth` for that query, judged-relevant documents excluded, anew each epoch from (seed, epoch).
-
-    Where the top `depth` holds too few non-relevant documents, the rest are drawn from the whole corpus.
-    """
+class TripleSampler(ABC):
+    """Examples read once; each epoch shuffles them and draws `negatives` per example from its candidates, the same
+    for the same (seed, epoch). The candidates are fixed at load time, so a teacher can score them all beforehand."""
 
     batch_shape = BatchShape.TRIPLES
+
+    def __init__(self, dataset: str, negatives: int, seed: int) -> None:
+        self.dataset, self.negatives, self.seed = dataset, negatives, seed
+        self._examples: list[Example] = []
+        self._teacher: dict[tuple[str, str], float] | None = None
+
+    @abstractmethod
+    def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
+        """Query texts, document texts and the examples."""
+
+    def prepare(self) -> None:
+        if not self._examples:
+            self.queries, self.texts, self._examples = self.load()
+
+    def __len__(self) -> int:
+        self.prepare()
+        return len(self._examples)
+
+    def attach_teacher(self, teacher: TeacherScores) -> None:
+        """Have every example carry `teacher`'s scores: all pairs an epoch can draw are scored once (cached)."""
+        self.prepare()
+        pairs = {(q, d) for q, positive, candidates in self._examples for d in [positive, *candidates]}
+        self._teacher = teacher.scores(self.dataset, self.queries, self.texts, sorted(pairs))
+
+    def epoch(self, epoch: int) -> list[Triple]:
+        """The examples of `epoch`, shuffled, with their negatives drawn."""
+        self.prepare()
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        order = list(self._examples)
+        rng.shuffle(order)
+        return [self._triple(q, positive, rng.sample(candidates, self.negatives)) for q, positive, candidates in order]
+
+    def _triple(self, query_id: str, positive: str, negatives: list[str]) -> Triple:
+        texts = tuple(self.texts[d] for d in negatives)
+        if self._teacher is None:
+            return Triple(self.queries[query_id], self.texts[positive], texts)
+        scores = tuple(self._teacher[(query_id, d)] for d in [positive, *negatives])
+        return Triple(self.queries[query_id], self.texts[positive], texts, scores)
+
+
+class MinedTriples(TripleSampler):
+    """One example per relevant (query, document) pair of the qrels; its negatives are drawn uniformly from the
+    miner's top `depth` for that query, judged-relevant documents excluded, anew each epoch.
+
+    Where the top `depth` holds too few non-relevant documents, the pool is topped up from the whole corpus (seeded).
+    """
 
     def __init__(
         self, dataset: str, miner: Any, negatives: int = 1, depth: int = 50, min_relevance: int = 1, seed: int = 0
     ) -> None:
-        self.dataset, self.miner, self.negatives, self.depth = dataset, miner, negatives, depth
-        self.min_relevance, self.seed = min_relevance, seed
-        self._pairs: list[tuple[str, str]] = []
-        self._candidates: dict[str, list[str]] = {}
+        super().__init__(dataset, negatives, seed)
+        self.miner, self.depth, self.min_relevance = miner, depth, min_relevance
 
-    def prepare(self) -> None:
-        """Read the data and mine the candidates (once)."""
-        if self._pairs:
-            return
-        self.corpus = irds.corpus(self.dataset)
-        self.queries = irds.queries(self.dataset)
-        qrels = irds.qrels(self.dataset)
-        self.texts = dict(zip(self.corpus.ids, self.corpus.texts))
-        self._relevant = {
-            q: {d for d, rel in docs.items() if rel >= self.min_relevance}
-            for q, docs in qrels.items()
-            if q in self.queries
+    def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
+        corpus = irds.corpus(self.dataset)
+        queries = irds.queries(self.dataset)
+        texts = dict(zip(corpus.ids, corpus.texts))
+        relevant = {
+            q: {d for d, rel in docs.items() if rel >= self.min_relevance and d in texts}
+            for q, docs in irds.qrels(self.dataset).items()
+            if q in queries
         }
-        self._pairs = sorted((q, d) for q, docs in self._relevant.items() for d in docs if d in self.texts)
-        mined_for = {q: self.queries[q] for q in sorted({q for q, _ in self._pairs})}
-        run = self.miner.search(self.corpus, mined_for, self.depth)
+        mined_for = {q: queries[q] for q in sorted(q for q, docs in relevant.items() if docs)}
+        run = self.miner.search(corpus, mined_for, self.depth)
+        rng = random.Random(self.seed)
+        candidates: dict[str, list[str]] = {}
         for query_id in mined_for:
-            best_first = ranked(run.get(query_id, {}))
-            self._candidates[query_id] = [d for d, _ in best_first if d not in self._relevant[query_id]]
-        short = sum(len(c) < self.negatives for c in self._candidates.values())
+            pool = [d for d, _ in ranked(run.get(query_id, {})) if d not in relevant[query_id]]
+            if len(pool) < self.negatives:
+                log.info("query %s: %d mined negatives, topped up from the corpus", query_id, len(pool))
+            while len(pool) < self.negatives:
+                doc_id = corpus.ids[rng.randrange(len(corpus))]
+                if doc_id not in relevant[query_id] and doc_id not in pool:
+                    pool.append(doc_id)
+            candidates[query_id] = pool
+        examples = [(q, d, candidates[q]) for q in mined_for for d in sorted(relevant[q])]
         log.info(
-            "%d training pairs from %d queries of %s; negatives from %s top-%d (%d queries topped up from the corpus)",
-            len(self._pairs),
+            "%d training pairs from %d queries of %s; negatives from %s top-%d",
+            len(examples),
             len(mined_for),
             self.dataset,
             getattr(self.miner, "name", "miner"),
             self.depth,
-            short,
         )
+        return queries, texts, examples
 
-    def __len__(self) -> int:
-        self.prepare()
-        return len(self._pairs)
 
-    def epoch(self, epoch: int) -> list[Triple]:
-        """The examples of `epoch`, shuffled, with their negatives drawn; the same for the same (seed, epoch)."""
-        self.prepare()
-        rng = random.Random(self.seed * 1_000_003 + epoch)
-        order = list(self._pairs)
-        rng.shuffle(order)
-        return [Triple(self.queries[q], self.texts[d], self._draw(q, rng)) for q, d in order]
+class DocpairTriples(TripleSampler):
+    """Triples from an ir_datasets docpairs file (for msmarco-passage/train, the official qidpidtriples: BM25-sampled
+    negatives), selected as the self-distillation paper's "grouped" data: the first `group_size` pairs of each query,
+    keeping only queries with exactly that many; `max_queries` stops after that many complete groups. The grouping
+    only selects: epochs shuffle across queries, as the authors' data loader does."""
 
-    def _draw(self, query_id: str, rng: random.Random) -> tuple[str, ...]:
-        candidates = self._candidates[query_id]
-        chosen = rng.sample(candidates, min(self.negatives, len(candidates)))
-        while len(chosen) < self.negatives:
-            doc_id = self.corpus.ids[rng.randrange(len(self.corpus))]
-            if doc_id not in self._relevant[query_id] and doc_id not in chosen:
-                chosen.append(doc_id)
-        return tuple(self.texts[d] for d in chosen)
+    def __init__(self, dataset: str, group_size: int = 128, max_queries: int | None = None, seed: int = 0) -> None:
+        super().__init__(dataset, 1, seed)
+        self.group_size, self.max_queries = group_size, max_queries
+
+    def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
+        groups: dict[str, list[tuple[str, str]]] = {}
+        complete: list[str] = []
+        for pair in irds.load(self.dataset).docpairs_iter():
+            group = groups.setdefault(pair.query_id, [])
+            if len(group) < self.group_size:
+                group.append((pair.doc_id_a, pair.doc_id_b))
+                if len(group) == self.group_size:
+                    complete.append(pair.query_id)
+                    if self.max_queries and len(complete) == self.max_queries:
+                        break
+        examples = [(q, positive, [negative]) for q in complete for positive, negative in groups[q]]
+        all_queries = irds.queries(self.dataset)
+        queries = {q: all_queries[q] for q in complete}
+        texts = irds.documents(self.dataset, {d for _, positive, (negative,) in examples for d in (positive, negative)})
+        log.info(
+            "%d docpairs from %d complete groups of %d in %s",
+            len(examples),
+            len(complete),
+            self.group_size,
+            self.dataset,
+        )
+        return queries, texts, examples

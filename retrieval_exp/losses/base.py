@@ -12,11 +12,12 @@ from retrieval_exp.batches import BatchShape
 
 class Loss(ABC):
     """A training objective. Subclasses declare the batch shape they consume and the model kinds they train,
-    so that a config pairing them wrongly fails at start-up."""
+    so that a config pairing them wrongly fails at start-up. `needs_teacher`: the batches must carry teacher scores."""
 
     name: ClassVar[str]
     batch_shape: ClassVar[BatchShape]
     model_kinds: ClassVar[tuple[str, ...]]
+    needs_teacher: ClassVar[bool] = False
 
     @abstractmethod
     def compute_loss(self, output: Any, batch: Any) -> torch.Tensor:

@@ -32,9 +32,11 @@ class TripleBatch:
     queries: BatchEncoding
     documents: BatchEncoding
     num_negatives: int
+    teacher_scores: torch.Tensor | None = None  # (B, 1 + k): positive, then negatives
 
     def to(self, device: torch.device) -> TripleBatch:
-        return TripleBatch(self.queries.to(device), self.documents.to(device), self.num_negatives)
+        scores = None if self.teacher_scores is None else self.teacher_scores.to(device)
+        return TripleBatch(self.queries.to(device), self.documents.to(device), self.num_negatives, scores)
 
 
 @dataclass
@@ -99,8 +101,10 @@ class BiEncoder(torch.nn.Module):
         if len(counts) != 1:
             raise ValueError(f"triples in one batch carry different numbers of negatives: {sorted(counts)}")
         documents = [t.positive for t in triples] + [n for t in triples for n in t.negatives]
+        scored = all(t.teacher_scores is not None for t in triples)
+        scores = torch.tensor([t.teacher_scores for t in triples]) if scored else None
         return TripleBatch(
-            self.tokenize([t.query for t in triples], "query"), self.tokenize(documents, "doc"), counts.pop()
+            self.tokenize([t.query for t in triples], "query"), self.tokenize(documents, "doc"), counts.pop(), scores
         )
 
     def training_output(self, batch: TripleBatch) -> TripleEmbeddings:
@@ -137,6 +141,25 @@ class BiEncoder(torch.nn.Module):
         self.train(was_training)
         assert vectors is not None, "embed() needs at least one text"
         return vectors
+
+    def score_pairs(
+        self,
+        queries: Mapping[str, str],
+        documents: Mapping[str, str],
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int,
+        autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> list[float]:
+        """Relevance of each (query id, doc id) pair; each distinct text is encoded once."""
+        query_ids = sorted({q for q, _ in pairs})
+        doc_ids = sorted({d for _, d in pairs})
+        query_vectors = self.embed([queries[q] for q in query_ids], "query", batch_size, autocast)
+        doc_vectors = self.embed([documents[d] for d in doc_ids], "doc", batch_size, autocast)
+        query_row = {q: i for i, q in enumerate(query_ids)}
+        doc_row = {d: i for i, d in enumerate(doc_ids)}
+        rows_q = torch.tensor([query_row[q] for q, _ in pairs])
+        rows_d = torch.tensor([doc_row[d] for _, d in pairs])
+        return (query_vectors[rows_q] * doc_vectors[rows_d]).sum(-1).tolist()
 
     def save(self, path: Path) -> None:
         """Save as a Hugging Face model folder, with the pooling settings beside it."""

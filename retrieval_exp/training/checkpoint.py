@@ -9,17 +9,18 @@ from typing import Any
 import torch
 
 LAST = "last.pt"
+BEST = "best.pt"  # the best-validated weights, when training validates
 
 
-def save(directory: Path, state: dict[str, Any]) -> None:
-    """Write `state` as directory/last.pt; a crash mid-write leaves the previous checkpoint intact."""
+def save(directory: Path, state: dict[str, Any], name: str = LAST) -> None:
+    """Write `state` as directory/name; a crash mid-write leaves the previous file intact."""
     directory.mkdir(parents=True, exist_ok=True)
-    partial = directory / f"{LAST}.partial"
+    partial = directory / f"{name}.partial"
     torch.save(state, partial)
-    os.replace(partial, directory / LAST)
+    os.replace(partial, directory / name)
 
 
-def load(directory: Path) -> dict[str, Any] | None:
-    """The last checkpoint in `directory`, or None."""
-    path = directory / LAST
+def load(directory: Path, name: str = LAST) -> dict[str, Any] | None:
+    """The checkpoint `name` in `directory`, or None."""
+    path = directory / name
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None

@@ -18,6 +18,8 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.training import checkpoint
+from retrieval_exp.training.optim import parameter_groups
+from retrieval_exp.training.rerank_validation import RerankValidation
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class TrainerSettings:
     max_grad_norm: float | None = 1.0
     checkpoint_every: int = 100
     log_every: int = 10
+    no_decay_bias_and_norm: bool = False
 
 
 @dataclass
@@ -53,11 +56,14 @@ def train(
     hardware: Hardware,
     checkpoint_dir: Path,
     on_metrics: Callable[[dict[str, float], int], None],
+    validator: RerankValidation | None = None,
 ) -> TrainingResult:
     """Train `model` on `samples` (an object with len() and epoch(i) -> examples) and return what it took.
 
     Resumes from checkpoint_dir/last.pt when present. Batches have a fixed size (the last partial one of an epoch
-    is dropped), because in-batch losses compare across the batch.
+    is dropped), because in-batch losses compare across the batch. With a `validator`, validates every
+    `validator.every` steps and at the end, stops early when its patience runs out, and ends with the best-validated
+    weights.
     """
     per_step = settings.batch_size * settings.grad_accum
     steps_per_epoch = len(samples) // per_step
@@ -67,17 +73,18 @@ def train(
             "trainer.grad_accum): lower them"
         )
     total_steps = settings.max_steps or settings.epochs * steps_per_epoch
-    optimizer = optimizer_factory(params=[p for p in model.parameters() if p.requires_grad])
+    optimizer = optimizer_factory(params=parameter_groups(model, settings.no_decay_bias_and_norm))
     scheduler = scheduler_factory(optimizer=optimizer, total_steps=total_steps)
-    step = _resume(checkpoint_dir, model, optimizer, scheduler)
+    step = _resume(checkpoint_dir, model, optimizer, scheduler, validator)
     resumed_from = step
     if step:
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint_dir / checkpoint.LAST)
     model.train()
     started = time.perf_counter()
     running = torch.zeros((), device=hardware.torch_device)
+    stopped = False
     with tqdm(total=total_steps, initial=step, desc="train", unit="step") as progress:
-        while step < total_steps:
+        while step < total_steps and not stopped:
             epoch, offset = divmod(step, steps_per_epoch)
             examples = samples.epoch(epoch)[offset * per_step : steps_per_epoch * per_step]
             batches = iter(
@@ -110,20 +117,51 @@ def train(
                     progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                     on_metrics(metrics, step)
                     running.zero_()
-                if step % settings.checkpoint_every == 0 or step == total_steps:
-                    _save(checkpoint_dir, step, model, optimizer, scheduler)
+                if validator and (step % validator.every == 0 or step == total_steps):
+                    stopped = _validate(validator, model, hardware, step, checkpoint_dir, on_metrics)
+                if step % settings.checkpoint_every == 0 or step == total_steps or stopped:
+                    _save(checkpoint_dir, step, model, optimizer, scheduler, validator)
+                if stopped:
+                    log.info(
+                        "early stop at step %d: best %s %.4f at step %d",
+                        step,
+                        validator.measure,
+                        validator.best,
+                        validator.best_step,
+                    )
+                    break
     seconds = time.perf_counter() - started
+    if validator and validator.best is not None:
+        model.load_state_dict(checkpoint.load(checkpoint_dir, checkpoint.BEST)["model"])
     trained = (step - resumed_from) * per_step
     return TrainingResult(step, seconds, trained / seconds if seconds else 0.0, resumed_from)
 
 
-def _save(directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:
+def _validate(
+    validator: RerankValidation,
+    model: Any,
+    hardware: Hardware,
+    step: int,
+    checkpoint_dir: Path,
+    on_metrics: Callable[[dict[str, float], int], None],
+) -> bool:
+    """Validate; keep the weights when they are the best so far. True when training should stop."""
+    value = validator.score(model, hardware)
+    on_metrics({f"val/{validator.measure}": value}, step)
+    if validator.update(value, step):
+        checkpoint.save(checkpoint_dir, {"step": step, "model": model.state_dict()}, checkpoint.BEST)
+    return validator.exhausted
+
+
+def _save(directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any, validator: Any) -> None:
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
     state |= {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+    if validator:
+        state["validation"] = validator.state_dict()
     checkpoint.save(directory, state)
 
 
-def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> int:
+def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, validator: Any) -> int:
     state = checkpoint.load(directory)
     if state is None:
         return 0
@@ -131,4 +169,6 @@ def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any) -> int:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
+    if validator and "validation" in state:
+        validator.load_state_dict(state["validation"])
     return int(state["step"])
