@@ -8,13 +8,13 @@ from hydra.utils import instantiate
 
 from retrieval_exp.data.local import register_all
 from retrieval_exp.errors import UserError
-from retrieval_exp.hardware import Hardware, seed_everything
+from retrieval_exp.hardware import Hardware
 from retrieval_exp.training import checkpoint
-from retrieval_exp.training.loop import TrainerSettings, train
 from retrieval_exp.training.optim import parameter_groups
 from retrieval_exp.training.rerank_validation import RerankValidation
 from retrieval_exp.validation import validate
 from tests.conftest import TINY, compose_config
+from tests.test_training import run_training
 
 PAPER_TINY = [
     "experiment=self_distill/paper",
@@ -36,33 +36,14 @@ def test_patience_counts_validations_without_improvement() -> None:
 
 
 def test_training_ends_with_the_best_validated_weights(tmp_path: Path) -> None:
-    cfg = compose_config(*TINY, "trainer.max_steps=6", "optim.lr=1e-3", "trainer.checkpoint_every=100")
-    register_all(cfg.data.register)
-    seed_everything(0)
-    model = instantiate(cfg.model)
     validator = RerankValidation("tiny/test", depth=10, every=1, patience=1)
-    values: list[float] = []
-
-    def record(metrics: dict[str, float], step: int) -> None:
-        values.extend(v for k, v in metrics.items() if k.startswith("val/"))
-
-    result = train(
-        model,
-        instantiate(cfg.loss),
-        instantiate(cfg.data.train),
-        instantiate(cfg.optim),
-        instantiate(cfg.scheduler),
-        TrainerSettings(**cfg.trainer),
-        Hardware(),
-        tmp_path,
-        record,
-        validator,
-    )
+    trained = run_training(tmp_path, max_steps=6, validator=validator, overrides=("optim.lr=1e-3",))
+    values = trained.validations
     assert validator.best == max(values) and values[validator.best_step - 1] == validator.best
-    assert result.steps == len(values) and (result.steps < 6) == validator.exhausted
+    assert trained.result.steps == len(values) and (trained.result.steps < 6) == validator.exhausted
     best = checkpoint.load(tmp_path, checkpoint.BEST)["model"]
-    assert all((best[name] == value).all() for name, value in model.state_dict().items())
-    assert validator.score(model, Hardware()) == pytest.approx(validator.best)
+    assert all((best[name] == value).all() for name, value in trained.model.state_dict().items())
+    assert validator.score(trained.model, Hardware()) == pytest.approx(validator.best)
 
 
 def test_bias_and_norm_weights_can_be_exempt_from_weight_decay() -> None:

@@ -1,5 +1,6 @@
 """The training loop: schedule shape, loss going down, and resume continuing at the exact step."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ from hydra.utils import instantiate
 
 from retrieval_exp.data.local import register_all
 from retrieval_exp.hardware import Hardware, seed_everything
-from retrieval_exp.training.loop import TrainerSettings, train
+from retrieval_exp.training.loop import TrainerSettings, TrainingResult, train
+from retrieval_exp.training.rerank_validation import RerankValidation
 from retrieval_exp.training.schedule import warmup_decay
 from tests.conftest import TINY, compose_config
 
@@ -28,21 +30,37 @@ class Interrupted(Exception):
     pass
 
 
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    result: TrainingResult
+    losses: list[float]
+    validations: list[float]
+
+
 def run_training(
-    checkpoints: Path, max_steps: int, stop_at: int | None = None, precision: str = "fp32"
-) -> tuple[torch.nn.Module, list[float]]:
-    cfg = compose_config(*TINY, f"trainer.max_steps={max_steps}", "trainer.checkpoint_every=1")
+    checkpoints: Path,
+    max_steps: int,
+    stop_at: int | None = None,
+    precision: str = "fp32",
+    validator: RerankValidation | None = None,
+    overrides: tuple[str, ...] = ("trainer.checkpoint_every=1",),
+) -> Trained:
+    """Train the tiny model on the tiny collection, recording the training losses and validation values."""
+    cfg = compose_config(*TINY, f"trainer.max_steps={max_steps}", *overrides)
     register_all(cfg.data.register)
     seed_everything(cfg.seed)
     model = instantiate(cfg.model)
     losses: list[float] = []
+    validations: list[float] = []
 
     def record(metrics: dict[str, float], step: int) -> None:
-        losses.append(metrics["train/loss"])
+        losses.extend(v for k, v in metrics.items() if k == "train/loss")
+        validations.extend(v for k, v in metrics.items() if k.startswith("val/"))
         if step == stop_at:
             raise Interrupted
 
-    train(
+    result = train(
         model,
         instantiate(cfg.loss),
         instantiate(cfg.data.train),
@@ -52,26 +70,28 @@ def run_training(
         Hardware(precision=precision),
         checkpoints,
         record,
+        validator,
     )
-    return model, losses
+    return Trained(model, result, losses, validations)
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
-    straight, _ = run_training(tmp_path / "straight", max_steps=5)
+    straight = run_training(tmp_path / "straight", max_steps=5).model
     with pytest.raises(Interrupted):
         run_training(tmp_path / "resumed", max_steps=5, stop_at=2)
-    resumed, losses = run_training(tmp_path / "resumed", max_steps=5)
-    assert len(losses) == 4  # interrupted before step 2 was checkpointed: steps 2-5 run again
+    resumed_run = run_training(tmp_path / "resumed", max_steps=5)
+    resumed = resumed_run.model
+    assert len(resumed_run.losses) == 4  # interrupted before step 2 was checkpointed: steps 2-5 run again
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
 def test_loss_goes_down_on_repeated_data(tmp_path: Path) -> None:
-    _, losses = run_training(tmp_path, max_steps=12)
+    losses = run_training(tmp_path, max_steps=12).losses
     assert sum(losses[-3:]) < sum(losses[:3])
 
 
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
-    model, losses = run_training(tmp_path, max_steps=2, precision="bf16")
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
-    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast keeps fp32 master weights
+    trained = run_training(tmp_path, max_steps=2, precision="bf16")
+    assert len(trained.losses) == 2 and all(torch.isfinite(torch.tensor(trained.losses)))
+    assert all(p.dtype == torch.float32 for p in trained.model.parameters())  # autocast keeps fp32 master weights
