@@ -46,15 +46,28 @@ def test_default_experiment_keeps_the_run_contract(tmp_path: Path) -> None:
     assert set(CONTRACT) <= artifacts
 
 
-def test_sweep_records_one_run_per_value_under_a_parent(tmp_path: Path) -> None:
-    done = launch(tmp_path, "optim.lr=1e-5,3e-5", "trainer.max_steps=2", multirun=True)
+@pytest.mark.parametrize(
+    ("sweep", "param", "values"),
+    [
+        ("optim.lr=1e-5,3e-5", "optim.lr", ["1e-05", "3e-05"]),
+        (
+            "loss=adaptive_margin,infonce",
+            "loss._target_",
+            ["retrieval_exp.losses.contrastive.InfoNCE", "retrieval_exp.losses.margin.AdaptiveMargin"],
+        ),
+    ],
+)
+def test_sweep_records_one_run_per_value_under_a_parent(
+    tmp_path: Path, sweep: str, param: str, values: list[str]
+) -> None:
+    done = launch(tmp_path, sweep, "trainer.max_steps=2", multirun=True)
     assert done.returncode == 0, done.stderr[-3000:]
     recorded = runs(tmp_path)
     [parent] = [r for r in recorded if r.data.tags.get("sweep_parent") == "true"]
     children = [r for r in recorded if r is not parent]
     sweep_id = parent.data.tags["sweep_id"]
     assert parent.info.status == "FINISHED" and len(children) == 2
-    assert sorted(r.data.params["optim.lr"] for r in children) == ["1e-05", "3e-05"]
+    assert sorted(r.data.params[param] for r in children) == values
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["sweep_id"] == sweep_id
@@ -161,3 +174,10 @@ def test_teacher_distillation_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = runs(tmp_path)
     assert run.data.tags["method"] == "margin_mse" and run.data.params["teacher.pooling"] == "mean"
+
+
+@pytest.mark.parametrize("preset", ["zero_shot", "self_distill/scifact"])
+def test_preset_runs_at_tiny_scale(tmp_path: Path, preset: str) -> None:
+    done = launch(tmp_path, f"experiment={preset}", "trainer.max_steps=2", "tracking.experiment=tiny")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "metrics.json").is_file()

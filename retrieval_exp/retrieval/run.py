@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from retrieval_exp.errors import UserError
+
 Run = dict[str, dict[str, float]]
 
 
@@ -28,3 +30,20 @@ def read_trec(path: Path) -> Run:
             query_id, _, doc_id, _, score, *_ = line.split()
             run.setdefault(query_id, {})[doc_id] = float(score)
     return run
+
+
+class RunFile:
+    """A stored first stage: serves the top `depth` of a TREC run file, e.g. the run.trec of a dense run made by the
+    suite (`experiment=zero_shot data.test=<train split>`), as the miner of hard negatives."""
+
+    name = "run_file"
+    needs_encoder = False
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path).expanduser()
+
+    def search(self, corpus: object, queries: dict[str, str], depth: int) -> Run:
+        if not self.path.is_file():
+            raise UserError(f"run file {str(self.path)!r} does not exist: give the path of a TREC run")
+        run = read_trec(self.path)
+        return {q: dict(ranked(run.get(q, {}))[:depth]) for q in queries}
