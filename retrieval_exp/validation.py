@@ -50,30 +50,36 @@ def validate(cfg: DictConfig) -> Plan:
     if needs_model:
         model = target_class(cfg.model, "model")
         require_available(cfg.model.name_or_path)
-    if trains:
-        loss = target_class(cfg.get("loss"), "loss")
-        sampler = target_class(cfg.data.get("train"), "data.train")
-        if model.kind not in loss.model_kinds:
-            raise UserError(
-                f"loss {loss.name!r} trains {' or '.join(loss.model_kinds)} models, but the model is a {model.kind}: "
-                "pick a loss and model that match"
-            )
-        if sampler.batch_shape != loss.batch_shape:
-            raise UserError(
-                f"loss {loss.name!r} needs {loss.batch_shape.value} batches, but data.train ({sampler.__name__}) "
-                f"makes {sampler.batch_shape.value}: pick data that provides them"
-            )
-        optimizer = target_class(cfg.optim, "optim")
-        requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
-        if requirement and importlib.util.find_spec(requirement[0]) is None:
-            raise UserError(requirement[1])
-        if cfg.get("validation"):
-            irds.require(cfg.validation.dataset, "queries", "qrels", "scoreddocs")
-            parse_measures([cfg.validation.measure])
-        if loss.needs_teacher:
-            if cfg.get("teacher") is None:
-                raise UserError(f"loss {loss.name!r} distils a teacher's scores: choose one, e.g. model@teacher=mpnet")
-            require_available(cfg.teacher.name_or_path)
-        irds.require(cfg.data.train.dataset, "docs", "queries", "qrels")
-        return Plan(trains, needs_model, cfg.get("method") or loss.name, loss.needs_teacher)
-    return Plan(trains, needs_model, method)
+    if not trains:
+        return Plan(trains, needs_model, method)
+    loss = _check_training(cfg, model)
+    return Plan(trains, needs_model, cfg.get("method") or loss.name, loss.needs_teacher)
+
+
+def _check_training(cfg: DictConfig, model: Any) -> Any:
+    """Loss, model, sampler, optimiser, validation and teacher agree; returns the loss class."""
+    loss = target_class(cfg.get("loss"), "loss")
+    sampler = target_class(cfg.data.get("train"), "data.train")
+    if model.kind not in loss.model_kinds:
+        raise UserError(
+            f"loss {loss.name!r} trains {' or '.join(loss.model_kinds)} models, but the model is a {model.kind}: "
+            "pick a loss and model that match"
+        )
+    if sampler.batch_shape != loss.batch_shape:
+        raise UserError(
+            f"loss {loss.name!r} needs {loss.batch_shape.value} batches, but data.train ({sampler.__name__}) "
+            f"makes {sampler.batch_shape.value}: pick data that provides them"
+        )
+    irds.require(cfg.data.train.dataset, *sampler.requires)
+    optimizer = target_class(cfg.optim, "optim")
+    requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
+    if requirement and importlib.util.find_spec(requirement[0]) is None:
+        raise UserError(requirement[1])
+    if cfg.get("validation"):
+        irds.require(cfg.validation.dataset, "queries", "qrels", "scoreddocs")
+        parse_measures([cfg.validation.measure])
+    if loss.needs_teacher:
+        if cfg.get("teacher") is None:
+            raise UserError(f"loss {loss.name!r} distils a teacher's scores: choose one, e.g. model@teacher=mpnet")
+        require_available(cfg.teacher.name_or_path)
+    return loss

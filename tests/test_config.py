@@ -99,3 +99,11 @@ def test_teacher_losses_need_a_teacher() -> None:
     with pytest.raises(UserError, match="distils a teacher's scores: choose one, e.g. model@teacher=mpnet"):
         plan_of("loss=margin_mse")
     assert plan_of("loss=kl_distill", "model@teacher=tiny_bert").needs_teacher
+
+
+def test_docpair_data_needs_docpairs() -> None:
+    # beir/scifact/train has qrels but no docpairs: fine for mined triples, not for DocpairTriples.
+    with pytest.raises(UserError, match="'beir/scifact/train' has no docpairs"):
+        plan_of(
+            "data.train._target_=retrieval_exp.data.triples.DocpairTriples", "data.train.dataset=beir/scifact/train"
+        )

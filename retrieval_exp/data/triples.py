@@ -22,6 +22,7 @@ class TripleSampler(ABC):
     for the same (seed, epoch). The candidates are fixed at load time, so a teacher can score them all beforehand."""
 
     batch_shape = BatchShape.TRIPLES
+    requires: tuple[str, ...] = ("docs", "queries", "qrels")  # what the dataset must provide
 
     def __init__(self, dataset: str, negatives: int, seed: int) -> None:
         self.dataset, self.negatives, self.seed = dataset, negatives, seed
@@ -114,6 +115,8 @@ class DocpairTriples(TripleSampler):
     negatives), selected as the self-distillation paper's "grouped" data: the first `group_size` pairs of each query,
     keeping only queries with exactly that many; `max_queries` stops after that many complete groups. The grouping
     only selects: epochs shuffle across queries, as the authors' data loader does."""
+
+    requires = ("docs", "queries", "docpairs")
 
     def __init__(self, dataset: str, group_size: int = 128, max_queries: int | None = None, seed: int = 0) -> None:
         super().__init__(dataset, 1, seed)
