@@ -23,6 +23,7 @@ from retrieval_exp.errors import UserError
 
 Side = Literal["query", "doc"]
 POOLINGS = ("cls", "mean", "pooler")
+PLURALS = {"query": "queries", "doc": "docs"}
 
 
 @dataclass
@@ -129,7 +130,7 @@ class BiEncoder(torch.nn.Module):
         device = next(self.parameters()).device
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         vectors: torch.Tensor | None = None
-        with tqdm(total=len(texts), desc=f"encode {side}s", unit=side, leave=False) as progress:
+        with tqdm(total=len(texts), desc=f"encode {PLURALS[side]}", unit=side, leave=False) as progress:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 with autocast():
