@@ -81,13 +81,14 @@ class StaticMargin(MarginLoss):
         return self.margin
 
 
-def adaptive_targets(output: TripleEmbeddings, in_batch: bool) -> torch.Tensor:
-    """cos(d+, d-) / 2 + 0.5 for every margin: (B, k), or (B, B*k) with `in_batch`."""
+def adaptive_targets(output: TripleEmbeddings, in_batch: bool, detach: bool) -> torch.Tensor:
+    """cos(d+, d-) / 2 + 0.5 for every margin: (B, k), or (B, B*k) with `in_batch`; `detach` stops its gradient."""
     if in_batch:
         similarity = cosine(output.positives, output.negatives.flatten(0, 1))
     else:
         similarity = F.cosine_similarity(output.positives.unsqueeze(1), output.negatives, dim=-1)
-    return similarity / 2 + 0.5
+    targets = similarity / 2 + 0.5
+    return targets.detach() if detach else targets
 
 
 class AdaptiveMargin(MarginLoss):
@@ -101,8 +102,7 @@ class AdaptiveMargin(MarginLoss):
         self.detach_target = detach_target
 
     def targets(self, output: TripleEmbeddings) -> torch.Tensor:
-        targets = adaptive_targets(output, self.in_batch)
-        return targets.detach() if self.detach_target else targets
+        return adaptive_targets(output, self.in_batch, self.detach_target)
 
 
 class DistributedMargin(MarginLoss):
@@ -123,5 +123,4 @@ class DistributedMargin(MarginLoss):
         return super().margins(output).flatten().unsqueeze(0)  # (1, B*k), broadcast over the B positives
 
     def targets(self, output: TripleEmbeddings) -> torch.Tensor:
-        targets = adaptive_targets(output, in_batch=True)  # (B, B*k)
-        return targets.detach() if self.detach_target else targets
+        return adaptive_targets(output, in_batch=True, detach=self.detach_target)  # (B, B*k)

@@ -14,7 +14,7 @@ from typing import Any
 import ir_measures
 
 from retrieval_exp.data import irds
-from retrieval_exp.evaluation import parse_measures
+from retrieval_exp.evaluation import cut, parse_measures
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.retrieval.run import Run
 
@@ -34,13 +34,12 @@ class RerankValidation:
     def prepare(self) -> None:
         if hasattr(self, "pairs"):
             return
-        ranked: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        first_stage: Run = defaultdict(dict)
         for scored in irds.load(self.dataset).scoreddocs_iter():
-            ranked[scored.query_id].append((scored.score, scored.doc_id))
+            first_stage[scored.query_id][scored.doc_id] = scored.score
         self.queries = irds.queries(self.dataset)
-        self.pairs = [
-            (q, d) for q, docs in ranked.items() if q in self.queries for _, d in sorted(docs)[::-1][: self.depth]
-        ]
+        top = cut(first_stage, self.depth, ignore_identical_ids=False)
+        self.pairs = [(q, d) for q, docs in top.items() if q in self.queries for d in docs]
         self.texts = irds.documents(self.dataset, {d for _, d in self.pairs})
         self.qrels = irds.qrels(self.dataset)
 
