@@ -2,7 +2,7 @@
 
 Methods differ by config, never by a copy of this file. Every run leaves config.yaml, run.trec, perquery.tsv and
 metrics.json in its Hydra output directory and the same in one MLflow run; a failed run is FAILED in MLflow and
-has no metrics.json.
+has no metrics.json (nor agreement.tsv, the teacher-agreement table of distillation runs that ask for one).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from retrieval_exp.agreement import teacher_agreement, write_table
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
@@ -35,6 +36,7 @@ from retrieval_exp.validation import Plan, validate
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
+AGREEMENT_FILE = "agreement.tsv"
 
 
 def main(cfg: DictConfig) -> dict[str, float] | None:
@@ -81,32 +83,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun) -> dict[str, float]:
     model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
     if plan.trains:
-        samples = instantiate(cfg.data.train)
-        if plan.needs_teacher:
-            teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
-            samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
-        validator = instantiate(cfg.validation) if cfg.get("validation") else None
-        result = train(
-            model,
-            instantiate(cfg.loss),
-            samples,
-            instantiate(cfg.optim),
-            instantiate(cfg.scheduler),
-            TrainerSettings(**cfg.trainer),
-            hardware,
-            out_dir / "checkpoints",
-            tracked.log_metrics,
-            validator,
-        )
-        if validator and validator.best is not None:
-            tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
-        tracked.log_metrics(
-            {
-                "time/train_s": result.seconds,
-                "train/steps": result.steps,
-                "train/examples_per_s": result.examples_per_second,
-            }
-        )
+        samples = _train(cfg, plan, model, hardware, out_dir, tracked)
+        if cfg.get("agreement"):
+            _teacher_agreement(cfg, model, samples, hardware, out_dir, tracked)
         if cfg.save_model:
             model.save(out_dir / "model")
     build_retriever = instantiate(cfg.retriever, _partial_=True)  # live objects go in after Hydra's conversion
@@ -122,6 +101,53 @@ def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tra
     tracked.log_artifacts(out_dir / name for name in OUTPUT_FILES)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return evaluation.metrics
+
+
+def _train(cfg: DictConfig, plan: Plan, model: Any, hardware: Hardware, out_dir: Path, tracked: TrackedRun) -> Any:
+    """Train `model` in place; returns the training samples (with the teacher's scores when the loss needs them)."""
+    samples = instantiate(cfg.data.train)
+    if plan.needs_teacher:
+        teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+        samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
+        tracked.log_metrics(samples.report)
+        tracked.log_artifacts([samples.teacher_file], "teacher")
+    validator = instantiate(cfg.validation) if cfg.get("validation") else None
+    result = train(
+        model,
+        instantiate(cfg.loss),
+        samples,
+        instantiate(cfg.optim),
+        instantiate(cfg.scheduler),
+        TrainerSettings(**cfg.trainer),
+        hardware,
+        out_dir / "checkpoints",
+        tracked.log_metrics,
+        validator,
+    )
+    if validator and validator.best is not None:
+        tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
+    tracked.log_metrics(
+        {
+            "time/train_s": result.seconds,
+            "train/steps": result.steps,
+            "train/examples_per_s": result.examples_per_second,
+        }
+    )
+    return samples
+
+
+def _teacher_agreement(
+    cfg: DictConfig, model: Any, samples: Any, hardware: Hardware, out_dir: Path, tracked: TrackedRun
+) -> None:
+    """The trained student against its teacher on the training pairs it kept (the seed's evaluation of Method 3)."""
+    pairs, teacher_scores = zip(*samples.scored_positives())
+    student_scores = model.score_pairs(
+        samples.queries, samples.texts, list(pairs), hardware.encode_batch_size, hardware.autocast
+    )
+    measures = teacher_agreement(teacher_scores, student_scores, cfg.agreement.ks)
+    write_table(measures, out_dir / AGREEMENT_FILE)
+    tracked.log_metrics({f"agreement/{name}": value for name, value in measures.items()})
+    tracked.log_artifacts([out_dir / AGREEMENT_FILE])
 
 
 @contextmanager
@@ -152,7 +178,8 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     try:
         yield tracked
     except BaseException as err:
-        (out_dir / "metrics.json").unlink(missing_ok=True)
+        for name in ("metrics.json", AGREEMENT_FILE):
+            (out_dir / name).unlink(missing_ok=True)
         tracked.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
         tracked.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise

@@ -50,10 +50,16 @@ def validate(cfg: DictConfig) -> Plan:
     if needs_model:
         model = target_class(cfg.model, "model")
         require_available(cfg.model.name_or_path)
-    if not trains:
-        return Plan(trains, needs_model, method)
-    loss = _check_training(cfg, model)
-    return Plan(trains, needs_model, cfg.get("method") or loss.name, loss.needs_teacher)
+    plan = Plan(trains, needs_model, method)
+    if trains:
+        loss = _check_training(cfg, model)
+        plan = Plan(trains, needs_model, cfg.get("method") or loss.name, loss.needs_teacher)
+    if cfg.get("agreement") and not plan.needs_teacher:
+        raise UserError(
+            "agreement compares a trained student with its teacher's scores: train with a loss that distils a "
+            "teacher (e.g. loss=hybrid_kd), or set agreement=null"
+        )
+    return plan
 
 
 def _check_training(cfg: DictConfig, model: Any) -> Any:

@@ -3,7 +3,6 @@ run as a user runs it."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -30,14 +29,12 @@ TINY = ["model=tiny_bert", "data=tiny", "trainer.batch_size=4", "trainer.log_eve
 
 
 def build_tiny_bert(folder: Path) -> None:
-    """A 2-layer, 32-wide BERT with a vocabulary of the fixture's words, randomly initialised with a fixed seed."""
+    """A 2-layer, 32-wide BERT with a vocabulary of the fixtures' words, randomly initialised with a fixed seed."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
     words: set[str] = set()
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        for line in (TINY_DATA / name).read_text().splitlines():
-            row = json.loads(line)
-            words |= set(re.findall(r"[a-z0-9]+", f"{row.get('title', '')} {row['text']}".lower()))
+    for path in sorted((REPO / "tests" / "data").rglob("*.json*")):
+        words |= set(re.findall(r"[a-z0-9]+", path.read_text().lower()))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
     torch.manual_seed(0)
     config = BertConfig(

@@ -82,6 +82,7 @@ def test_valid_configs_give_a_plan() -> None:
         (["eval.measures=[nDCG@ten]"], "ir_measures cannot parse"),
         (["experiment=zero_shot", "~model"], "needs a model, but model is null"),
         (["loss._target_=retrieval_exp.losses.nothing.Here"], "cannot be imported"),
+        (["agreement={ks:[1]}"], "agreement compares a trained student with its teacher's scores"),
     ],
 )
 def test_impossible_configs_fail_with_one_line(overrides: list[str], message: str) -> None:

@@ -18,6 +18,7 @@ from ir_datasets.datasets.base import Dataset
 from ir_datasets.datasets.beir import BeirDocs, BeirQrels, BeirQueries, BeirTitleDoc
 from ir_datasets.formats import GenericQuery, TrecScoredDocs, TsvDocPairs
 
+from retrieval_exp.data.qrecc import register_qrecc
 from retrieval_exp.errors import UserError
 
 
@@ -94,6 +95,10 @@ def register_beir_folder(dataset_id: str, folder: str | Path, split: str | None 
 
 
 def register_all(entries: Mapping[str, Mapping[str, str]] | None) -> None:
-    """Register every `id: {folder, split}` entry of a data config's `register` block."""
+    """Register every entry of a data config's `register` block: `id: {folder, split}` for a BEIR folder,
+    `id: {qrecc: file}` for a QReCC JSON file."""
     for dataset_id, entry in (entries or {}).items():
-        register_beir_folder(dataset_id, entry["folder"], entry.get("split"))
+        if "qrecc" in entry:
+            register_qrecc(dataset_id, entry["qrecc"])
+        else:
+            register_beir_folder(dataset_id, entry["folder"], entry.get("split"))

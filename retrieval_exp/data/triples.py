@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import random
+import statistics
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 from retrieval_exp.batches import BatchShape, Triple
@@ -28,13 +30,15 @@ class TripleSampler(ABC):
         self.dataset, self.negatives, self.seed = dataset, negatives, seed
         self._examples: list[Example] = []
         self._teacher: dict[tuple[str, str], float] | None = None
+        self.teacher_file: Path | None = None
+        self.report: dict[str, float] = {}  # figures about the data, logged as metrics
 
     @abstractmethod
     def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
         """Query texts, document texts and the examples."""
 
     def prepare(self) -> None:
-        if not self._examples:
+        if not hasattr(self, "texts"):
             self.queries, self.texts, self._examples = self.load()
 
     def __len__(self) -> int:
@@ -44,8 +48,23 @@ class TripleSampler(ABC):
     def attach_teacher(self, teacher: TeacherScores) -> None:
         """Have every example carry `teacher`'s scores: all pairs an epoch can draw are scored once (cached)."""
         self.prepare()
-        pairs = {(q, d) for q, positive, candidates in self._examples for d in [positive, *candidates]}
-        self._teacher = teacher.scores(self.dataset, self.queries, self.texts, sorted(pairs))
+        pairs = sorted({(q, d) for q, positive, candidates in self._examples for d in [positive, *candidates]})
+        self.teacher_file = teacher.path(self.dataset, pairs)
+        cached = self.teacher_file.is_file()
+        self._teacher = teacher.scores(self.dataset, self.queries, self.texts, pairs)
+        positives = [score for _, score in self.scored_positives()]
+        self.report |= {
+            "teacher/cached": float(cached),
+            "teacher/pairs": len(pairs),
+            "teacher/positive_mean": statistics.fmean(positives),
+            "teacher/positive_std": statistics.pstdev(positives),
+            "teacher/positive_median": statistics.median(positives),
+        }
+
+    def scored_positives(self) -> list[tuple[tuple[str, str], float]]:
+        """Each example's (query id, positive doc id) pair with the teacher's score for it."""
+        assert self._teacher is not None, "attach_teacher() first"
+        return [((q, positive), self._teacher[(q, positive)]) for q, positive, _ in self._examples]
 
     def epoch(self, epoch: int) -> list[Triple]:
         """The examples of `epoch`, shuffled, with their negatives drawn."""

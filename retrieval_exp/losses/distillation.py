@@ -1,6 +1,7 @@
-"""Distillation from a teacher's scores, the teacher-based baselines of Method 1 (the formulas as lightning-ir
-implements them: METHODS.md section 2.3). Scores are the model's own similarity (dot product of its embeddings:
-cosine for normalised encoders); the batches carry the teacher's scores for the positive and each negative."""
+"""Distillation from a teacher's scores: the teacher-based baselines of Method 1 (the formulas as lightning-ir
+implements them: METHODS.md section 2.3) and Method 3's hybrid loss. Scores are the model's own similarity (dot
+product of its embeddings: cosine for normalised encoders); the batches carry the teacher's scores for the positive
+and each negative."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 from retrieval_exp.batches import BatchShape
 from retrieval_exp.losses.base import Loss
+from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
 
 
@@ -49,3 +51,22 @@ class KLDistill(Loss):
         student = F.log_softmax(student_scores(output) / self.temperature, dim=-1)
         teacher = F.log_softmax(batch.teacher_scores / self.teacher_temperature, dim=-1)
         return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+
+
+class HybridKD(Loss):
+    """Method 3's hybrid loss (METHODS.md section 3.2) over in-batch similarities S = Q D^T of scored pairs:
+    InfoNCE(S / temperature, diagonal) + weight * MSE(S_ii, t_i), t_i the teacher's score of pair i. Only the
+    diagonal meets the teacher; weight 0 is plain in-batch InfoNCE at `temperature`."""
+
+    name = "hybrid_kd"
+    batch_shape = BatchShape.SCORED_PAIRS
+    model_kinds = ("bi_encoder",)
+    needs_teacher = True
+
+    def __init__(self, temperature: float = 0.1, weight: float = 0.1) -> None:
+        self.contrastive, self.weight = InfoNCE(temperature, in_batch=True), weight
+
+    def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
+        pair_scores = (output.queries * output.positives).sum(-1)
+        regression = F.mse_loss(pair_scores, batch.teacher_scores[:, 0])
+        return self.contrastive.compute_loss(output, batch) + self.weight * regression

@@ -1,4 +1,5 @@
-"""Bi-encoder: one Hugging Face encoder for queries and documents, pooled to one vector per text.
+"""Bi-encoder: one Hugging Face encoder for queries and documents, pooled to one vector per text, optionally
+through a projection head (Linear + dropout, Method 3's compact student).
 
 Relevance is the dot product of the two vectors: cosine similarity when `normalize` is on, as for
 sentence-transformers' all-MiniLM-L6-v2 and the self-distillation paper's encoders.
@@ -15,6 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
@@ -24,6 +26,7 @@ from retrieval_exp.errors import UserError
 Side = Literal["query", "doc"]
 POOLINGS = ("cls", "mean", "pooler")
 PLURALS = {"query": "queries", "doc": "docs"}
+HEAD_FILE = "projection.safetensors"
 
 
 @dataclass
@@ -50,7 +53,12 @@ class TripleEmbeddings:
 
 
 class BiEncoder(torch.nn.Module):
-    """Shared-weight encoder with cls | mean | pooler pooling; queries and documents truncated separately."""
+    """Shared-weight encoder with cls | mean | pooler pooling; queries and documents truncated separately.
+
+    `projection`: the pooled vector goes through Linear(hidden, projection) and Dropout(projection_dropout) before
+    normalisation. A saved model folder carries its head's weights (projection.safetensors), loaded when the config
+    asks for a head of that size.
+    """
 
     kind = "bi_encoder"
 
@@ -63,6 +71,8 @@ class BiEncoder(torch.nn.Module):
         doc_length: int = 256,
         query_prefix: str = "",
         doc_prefix: str = "",
+        projection: int | None = None,
+        projection_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -72,6 +82,21 @@ class BiEncoder(torch.nn.Module):
         self.pooling, self.normalize = pooling, normalize
         self.lengths = {"query": query_length, "doc": doc_length}
         self.prefixes = {"query": query_prefix, "doc": doc_prefix}
+        self.head = None
+        if projection:
+            hidden = self.encoder.config.hidden_size
+            self.head = torch.nn.Sequential(torch.nn.Linear(hidden, projection), torch.nn.Dropout(projection_dropout))
+        self._load_head(Path(name_or_path) / HEAD_FILE)
+
+    def _load_head(self, path: Path) -> None:
+        """Load a saved head into the configured one; a saved head the config does not ask for is an error."""
+        if not path.is_file():
+            return
+        weights = load_file(path)
+        size = weights["0.weight"].shape[0]
+        if self.head is None or self.head[0].out_features != size:
+            raise UserError(f"{path.parent} was saved with a {size}-dim projection head: set model.projection={size}")
+        self.head.load_state_dict(weights)
 
     def tokenize(self, texts: Sequence[str], side: Side) -> BatchEncoding:
         prefix = self.prefixes[side]
@@ -94,6 +119,8 @@ class BiEncoder(torch.nn.Module):
             mask = tokens["attention_mask"].unsqueeze(-1).float()
             vectors = (output.last_hidden_state.float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         vectors = vectors.float()
+        if self.head is not None:
+            vectors = self.head(vectors).float()
         return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
     def collate(self, triples: Sequence[Triple]) -> TripleBatch:
@@ -113,7 +140,7 @@ class BiEncoder(torch.nn.Module):
         queries = self(batch.queries)
         documents = self(batch.documents)
         size = queries.shape[0]
-        negatives = documents[size:].view(size, batch.num_negatives, -1)
+        negatives = documents[size:].view(size, batch.num_negatives, documents.shape[-1])
         return TripleEmbeddings(queries, documents[:size], negatives)
 
     @torch.inference_mode()
@@ -166,5 +193,9 @@ class BiEncoder(torch.nn.Module):
         """Save as a Hugging Face model folder, with the pooling settings beside it."""
         self.encoder.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        if self.head is not None:
+            save_file({name: tensor.contiguous() for name, tensor in self.head.state_dict().items()}, path / HEAD_FILE)
+        projection = None if self.head is None else self.head[0].out_features
         settings = {"pooling": self.pooling, "normalize": self.normalize, "lengths": self.lengths}
-        (path / "retrieval_exp.json").write_text(json.dumps({**settings, "prefixes": self.prefixes}, indent=2))
+        settings |= {"prefixes": self.prefixes, "projection": projection}
+        (path / "retrieval_exp.json").write_text(json.dumps(settings, indent=2))

@@ -111,9 +111,9 @@ class TrackedRun:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
-    def log_artifacts(self, paths: Iterable[Path]) -> None:
+    def log_artifacts(self, paths: Iterable[Path], folder: str | None = None) -> None:
         for path in paths:
-            self.client.log_artifact(self.run_id, str(path))
+            self.client.log_artifact(self.run_id, str(path), folder)
 
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
