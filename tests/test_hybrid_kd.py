@@ -65,8 +65,11 @@ def test_hybrid_loss_by_hand() -> None:
         -math.log(math.exp(6) / (math.exp(6) + 1)) - math.log(math.exp(10) / (math.exp(8) + math.exp(10)))
     ) / 2
     regression = ((0.6 - 0.5) ** 2 + (1.0 - 0.9) ** 2) / 2
-    loss = HybridKD(temperature=0.1, weight=0.1).compute_loss(PAIRS, SCORED)
+    hybrid = HybridKD(temperature=0.1, weight=0.1)
+    loss = hybrid.compute_loss(PAIRS, SCORED)
     assert loss.item() == pytest.approx(contrastive + 0.1 * regression, abs=1e-5)
+    assert hybrid.terms["contrastive"].item() == pytest.approx(contrastive, abs=1e-5)
+    assert hybrid.terms["regression"].item() == pytest.approx(regression, abs=1e-6)
     assert HybridKD(temperature=0.1, weight=1.0).compute_loss(PAIRS, SCORED).item() == pytest.approx(
         contrastive + regression, abs=1e-5
     )
@@ -239,6 +242,8 @@ def test_paper_preset_runs_tiny_on_a_qrecc_fixture(tmp_path: Path) -> None:
     metrics = run.data.metrics
     assert (metrics["selection/kept"], metrics["teacher/pairs"], metrics["train/steps"]) == (3, 13, 2)
     assert metrics["agreement/pairs"] == 3 and "nDCG_at_10" in metrics
+    history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "train/regression")
+    assert [m.step for m in history] == [1, 2]  # the loss's parts are logged beside train/loss
     artifacts = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(run.info.run_id, "teacher")
     assert len(artifacts) == 1 and artifacts[0].path.endswith(".tsv")
 

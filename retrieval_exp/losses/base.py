@@ -12,12 +12,14 @@ from retrieval_exp.batches import BatchShape
 
 class Loss(ABC):
     """A training objective. Subclasses declare the batch shape they consume and the model kinds they train,
-    so that a config pairing them wrongly fails at start-up. `needs_teacher`: the batches must carry teacher scores."""
+    so that a config pairing them wrongly fails at start-up. `needs_teacher`: the batches must carry teacher scores.
+    A loss made of parts reassigns `terms` in each `compute_loss` (never mutates it)."""
 
     name: ClassVar[str]
     batch_shape: ClassVar[BatchShape]
     model_kinds: ClassVar[tuple[str, ...]]
     needs_teacher: ClassVar[bool] = False
+    terms: dict[str, torch.Tensor] = {}  # a composite loss's detached parts in the last batch, logged as train/<name>
 
     @abstractmethod
     def compute_loss(self, output: Any, batch: Any) -> torch.Tensor:

@@ -69,4 +69,6 @@ class HybridKD(Loss):
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
         pair_scores = (output.queries * output.positives).sum(-1)
         regression = F.mse_loss(pair_scores, batch.teacher_scores[:, 0])
-        return self.contrastive.compute_loss(output, batch) + self.weight * regression
+        contrastive = self.contrastive.compute_loss(output, batch)
+        self.terms = {"contrastive": contrastive.detach(), "regression": regression.detach()}
+        return contrastive + self.weight * regression

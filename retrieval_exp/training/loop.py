@@ -82,6 +82,7 @@ def train(
     model.train()
     started = time.perf_counter()
     running = torch.zeros((), device=hardware.torch_device)
+    running_terms: dict[str, torch.Tensor] = {}
     stopped = False
     with tqdm(total=total_steps, initial=step, desc="train", unit="step") as progress:
         while step < total_steps and not stopped:
@@ -104,6 +105,8 @@ def train(
                         value = loss.compute_loss(model.training_output(batch), batch) / settings.grad_accum
                     value.backward()
                     running += value.detach()
+                    for name, term in loss.terms.items():
+                        running_terms[name] = running_terms.get(name, 0) + term / settings.grad_accum
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
@@ -114,9 +117,11 @@ def train(
                 if step % settings.log_every == 0 or step == total_steps:
                     steps_logged = step % settings.log_every or settings.log_every
                     metrics = {"train/loss": running.item() / steps_logged, "train/lr": scheduler.get_last_lr()[0]}
+                    metrics |= {f"train/{name}": term.item() / steps_logged for name, term in running_terms.items()}
                     progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                     on_metrics(metrics, step)
                     running.zero_()
+                    running_terms.clear()
                 if validator and (step % validator.every == 0 or step == total_steps):
                     stopped = _validate(validator, model, hardware, step, checkpoint_dir, on_metrics)
                 if step % settings.checkpoint_every == 0 or step == total_steps or stopped:
