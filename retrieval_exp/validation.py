@@ -77,6 +77,8 @@ def _check_training(cfg: DictConfig, model: Any) -> Any:
             f"makes {sampler.batch_shape.value}: pick data that provides them"
         )
     irds.require(cfg.data.train.dataset, *sampler.requires)
+    if cfg.data.train.get("selection"):
+        target_class(cfg.data.train.selection, "data.train.selection")
     optimizer = target_class(cfg.optim, "optim")
     requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
     if requirement and importlib.util.find_spec(requirement[0]) is None:

@@ -83,6 +83,10 @@ def test_valid_configs_give_a_plan() -> None:
         (["experiment=zero_shot", "~model"], "needs a model, but model is null"),
         (["loss._target_=retrieval_exp.losses.nothing.Here"], "cannot be imported"),
         (["agreement={ks:[1]}"], "agreement compares a trained student with its teacher's scores"),
+        (
+            ["data=tiny_pairs", "loss=hybrid_kd", "model@teacher=tiny_bert", "data.train.selection._target_=no.Rule"],
+            "data.train.selection._target_='no.Rule' cannot be imported",
+        ),
     ],
 )
 def test_impossible_configs_fail_with_one_line(overrides: list[str], message: str) -> None:

@@ -29,6 +29,7 @@ class TripleSampler(ABC):
     def __init__(self, dataset: str, negatives: int, seed: int) -> None:
         self.dataset, self.negatives, self.seed = dataset, negatives, seed
         self._examples: list[Example] = []
+        self._loaded = False
         self._teacher: dict[tuple[str, str], float] | None = None
         self.teacher_file: Path | None = None
         self.report: dict[str, float] = {}  # figures about the data, logged as metrics
@@ -38,8 +39,9 @@ class TripleSampler(ABC):
         """Query texts, document texts and the examples."""
 
     def prepare(self) -> None:
-        if not hasattr(self, "texts"):
+        if not self._loaded:
             self.queries, self.texts, self._examples = self.load()
+            self._loaded = True
 
     def __len__(self) -> int:
         self.prepare()
