@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from retrieval_exp.significance import paired_test
+
 KS = (1, 3, 5, 10, 20, 50)
 
 
@@ -28,22 +30,6 @@ def ndcg_at(teacher: np.ndarray, student: np.ndarray, k: int) -> float:
     dcg = sum(gain.get(pair, 0) / math.log2(rank + 2) for rank, pair in enumerate(_top(student, k)))
     ideal = sum((k - rank) / math.log2(rank + 2) for rank in range(min(k, len(teacher))))
     return dcg / ideal
-
-
-def _paired_tests(teacher: np.ndarray, student: np.ndarray) -> dict[str, float]:
-    differences = teacher - student
-    if not differences.any():  # identical scores: nothing to test
-        return {"t_statistic": 0.0, "t_pvalue": 1.0, "wilcoxon_statistic": 0.0, "wilcoxon_pvalue": 1.0, "cohens_d": 0.0}
-    t_test = stats.ttest_rel(teacher, student)
-    wilcoxon = stats.wilcoxon(teacher, student)
-    spread = differences.std()
-    return {
-        "t_statistic": float(t_test.statistic),
-        "t_pvalue": float(t_test.pvalue),
-        "wilcoxon_statistic": float(wilcoxon.statistic),
-        "wilcoxon_pvalue": float(wilcoxon.pvalue),
-        "cohens_d": float(differences.mean() / spread) if spread else math.copysign(math.inf, differences.mean()),
-    }
 
 
 def teacher_agreement(
@@ -74,7 +60,14 @@ def teacher_agreement(
         overlap = set(_top(teacher, k)) & set(_top(student, k))
         measures[f"recall@{k}"] = len(overlap) / k
         measures[f"ndcg@{k}"] = ndcg_at(teacher, student, k)
-    return measures | _paired_tests(teacher, student)
+    tests = paired_test(teacher, student, resamples=0, ddof=0)
+    return measures | {
+        "t_statistic": tests.t_statistic,
+        "t_pvalue": tests.t_pvalue,
+        "wilcoxon_statistic": tests.wilcoxon_statistic,
+        "wilcoxon_pvalue": tests.wilcoxon_pvalue,
+        "cohens_d": tests.cohens_d,
+    }
 
 
 def write_table(measures: dict[str, float], path: Path) -> None:

@@ -1,0 +1,93 @@
+"""Paired significance of one run against a baseline over the same queries, as IR papers report it: paired t-test,
+Wilcoxon signed-rank, Cohen's d of the differences, a bootstrap confidence interval of the mean difference, and Holm's
+correction across the comparisons of one table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+BOOTSTRAP_CHUNK = 1000  # resamples drawn at once, so memory stays bounded for large query sets
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """`system` against `baseline`: mean difference (system - baseline) and its tests."""
+
+    queries: int
+    mean_difference: float
+    t_statistic: float
+    t_pvalue: float
+    wilcoxon_statistic: float
+    wilcoxon_pvalue: float
+    cohens_d: float  # mean difference / std of the differences
+    ci_low: float  # percentile bootstrap interval of the mean difference (nan without resamples)
+    ci_high: float
+
+
+def aligned(system: Mapping[str, float], baseline: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query values of both runs over the union of their queries; a query one run lacks counts 0 there, as
+    trec_eval -c counts it."""
+    queries = sorted(system.keys() | baseline.keys())
+    return np.array([system.get(q, 0.0) for q in queries]), np.array([baseline.get(q, 0.0) for q in queries])
+
+
+def paired_test(
+    system: Sequence[float] | np.ndarray,
+    baseline: Sequence[float] | np.ndarray,
+    resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    ddof: int = 1,
+) -> PairedTest:
+    """Tests of the paired values; identical values give p = 1, d = 0 and an interval of [0, 0]."""
+    system, baseline = np.asarray(system, dtype=float), np.asarray(baseline, dtype=float)
+    differences = system - baseline
+    if not differences.any():
+        return PairedTest(len(differences), 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+    t_test = stats.ttest_rel(system, baseline)
+    wilcoxon = stats.wilcoxon(system, baseline)
+    mean, spread = float(differences.mean()), float(differences.std(ddof=ddof))
+    low, high = _bootstrap(differences, resamples, confidence, seed) if resamples else (math.nan, math.nan)
+    return PairedTest(
+        len(differences),
+        mean,
+        float(t_test.statistic),
+        float(t_test.pvalue),
+        float(wilcoxon.statistic),
+        float(wilcoxon.pvalue),
+        mean / spread if spread else math.copysign(math.inf, mean),
+        low,
+        high,
+    )
+
+
+def _bootstrap(differences: np.ndarray, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = np.concatenate(
+        [
+            differences[
+                rng.integers(0, len(differences), (min(BOOTSTRAP_CHUNK, resamples - start), len(differences)))
+            ].mean(axis=1)
+            for start in range(0, resamples, BOOTSTRAP_CHUNK)
+        ]
+    )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the given order: the i-th smallest p is multiplied by (m - i + 1),
+    kept monotone and capped at 1."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted = [0.0] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
