@@ -29,7 +29,7 @@ from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, write_outputs
 from retrieval_exp.hardware import Hardware, seed_everything
-from retrieval_exp.tracking.mlflow_run import TrackedRun, flatten, git_commit, open_experiment
+from retrieval_exp.tracking.mlflow_run import TrackedRun, flatten, git_commit, open_experiment, system_metrics
 from retrieval_exp.tracking.sweep import current_sweep
 from retrieval_exp.training.loop import TrainerSettings, train
 from retrieval_exp.validation import Plan, validate
@@ -176,7 +176,8 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     tracked = TrackedRun.start(client, experiment_id, name, tags, params, id_file.read_text() if resuming else None)
     id_file.write_text(tracked.run_id)
     try:
-        yield tracked
+        with system_metrics(tracked, cfg.tracking.get("system_metrics_every"), resuming):
+            yield tracked
     except BaseException as err:
         for name in ("metrics.json", AGREEMENT_FILE):
             (out_dir / name).unlink(missing_ok=True)

@@ -6,7 +6,8 @@ import logging
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,17 @@ def absolute_uri(uri: str) -> str:
 
 
 def open_experiment(uri: str, artifact_root: str, name: str) -> tuple[MlflowClient, str]:
-    """The client and the id of experiment `name`, creating the store and the experiment on first use."""
+    """The client and the id of experiment `name`, creating the store and the experiment on first use. With an
+    `mlflow server` URI the server keeps the artifacts (`artifact_root` is for local stores)."""
     client = MlflowClient(tracking_uri=absolute_uri(uri))
     found = client.get_experiment_by_name(name)
     if found is not None:
         return client, found.experiment_id
+    remote = uri.startswith(("http://", "https://"))
     try:
-        return client, client.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
+        return client, client.create_experiment(
+            name, artifact_location=None if remote else Path(artifact_root).resolve().as_uri()
+        )
     except MlflowException:  # created meanwhile by a concurrent job
         return client, client.get_experiment_by_name(name).experiment_id
 
@@ -117,3 +122,22 @@ class TrackedRun:
 
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+@contextmanager
+def system_metrics(run: TrackedRun, every_seconds: float | None, resume: bool) -> Iterator[None]:
+    """While the block runs, sample CPU, memory, disk, network (and GPU) use into the run as `system/*` metrics
+    every `every_seconds` (None: off), with MLflow's own monitor."""
+    if not every_seconds:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run.run_id, sampling_interval=every_seconds, resume_logging=resume, tracking_uri=run.client.tracking_uri
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
