@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from retrieval_exp.significance import holm
 from retrieval_exp.tracking.mlflow_run import TrackedRun, open_experiment
@@ -17,9 +18,13 @@ QUERIES = [f"q{i}" for i in range(40)]
 BASE = np.random.default_rng(0).uniform(0.2, 0.7, len(QUERIES))
 
 
-def log_run(workdir: Path, name: str, values: np.ndarray, overrides: str, loss: list[float]) -> str:
-    client, experiment_id = open_experiment(f"sqlite:///{workdir}/mlflow.db", str(workdir / "artifacts"), "study")
-    tags = {"method": name, "overrides": overrides, "sweep_id": "s1"}
+def open_study(workdir: Path) -> tuple[MlflowClient, str]:
+    return open_experiment(f"sqlite:///{workdir}/mlflow.db", str(workdir / "artifacts"), "study")
+
+
+def log_run(workdir: Path, name: str, values: np.ndarray, overrides: str, loss: list[float], parent: str) -> str:
+    client, experiment_id = open_study(workdir)
+    tags = {"method": name, "overrides": overrides, "sweep_id": "s1", "mlflow.parentRunId": parent}
     run = TrackedRun.start(client, experiment_id, f"{name} · tiny", tags, {})
     folder = workdir / name
     folder.mkdir()
@@ -36,11 +41,15 @@ def log_run(workdir: Path, name: str, values: np.ndarray, overrides: str, loss: 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    log_run(tmp_path, "baseline", BASE, "loss=infonce seed=1", [0.9, 0.5])
-    log_run(tmp_path, "same", BASE.copy(), "loss=same seed=1", [0.8, 0.6])
-    log_run(tmp_path, "better", BASE + 0.05, "loss=better seed=1", [0.7, 0.4])
+    client, experiment_id = open_study(tmp_path)
+    parent = client.create_run(experiment_id, run_name="sweep s1", tags={"sweep_id": "s1", "sweep_parent": "true"})
+    parent_id = parent.info.run_id
+    log_run(tmp_path, "baseline", BASE, "loss=infonce seed=1", [0.9, 0.5], parent_id)
+    log_run(tmp_path, "same", BASE.copy(), "loss=same seed=1", [0.8, 0.6], parent_id)
+    log_run(tmp_path, "better", BASE + 0.05, "loss=better seed=1", [0.7, 0.4], parent_id)
     noise = np.random.default_rng(1).normal(0, 0.05, len(QUERIES))
-    log_run(tmp_path, "noisy", np.clip(BASE + noise, 0, 1), "loss=noisy seed=1", [])
+    log_run(tmp_path, "noisy", np.clip(BASE + noise, 0, 1), "loss=noisy seed=1", [], parent_id)
+    client.set_terminated(parent_id)
     return tmp_path
 
 
@@ -68,9 +77,14 @@ def test_report_marks_what_differs_and_not_what_does_not(store: Path) -> None:
     assert len(list((store / "out" / "runs").glob("*.trec"))) == 4
 
 
-def test_report_by_sweep_id_defaults_to_the_first_run_as_baseline(store: Path) -> None:
-    done = report(store, "s1", "--out", str(store / "out"), "--measures", "nDCG@10")
-    assert done.returncode == 0 and "Baseline: run 0" in done.stdout
+def test_report_of_a_sweep_goes_to_its_parent_run(store: Path) -> None:
+    done = report(store, "s1", "--out", str(store / "out"), "--measures", "nDCG@10", "--to-parent")
+    assert done.returncode == 0 and "Baseline: run 0" in done.stdout  # the first run, when none is named
+    assert done.stdout.count("| loss=") == 4  # the parent is not a row
+    client, experiment_id = open_study(store)
+    [parent] = client.search_runs([experiment_id], "tags.sweep_parent = 'true'")
+    logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/report.csv"} <= logged
 
 
 @pytest.mark.parametrize(
