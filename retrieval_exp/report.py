@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from mlflow.entities import Run as MlflowRun  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from retrieval_exp.errors import UserError  # noqa: E402
@@ -67,8 +68,8 @@ def find_runs(client: MlflowClient, source: str, folder: Path) -> list[StudyRun]
     return runs
 
 
-def _load(client: MlflowClient, record: object, folder: Path) -> StudyRun:
-    run_id = record.info.run_id  # type: ignore[attr-defined]
+def _load(client: MlflowClient, record: MlflowRun, folder: Path) -> StudyRun:
+    run_id = record.info.run_id
     target = folder / run_id
     target.mkdir(parents=True)
     per_query: dict[str, dict[str, float]] = {}
@@ -76,13 +77,13 @@ def _load(client: MlflowClient, record: object, folder: Path) -> StudyRun:
     for line in table.read_text().splitlines()[1:]:
         query_id, measure, value = line.split("\t")
         per_query.setdefault(measure, {})[query_id] = float(value)
-    tags = record.data.tags  # type: ignore[attr-defined]
+    tags = record.data.tags
     return StudyRun(
         run_id,
-        record.info.run_name,  # type: ignore[attr-defined]
+        record.info.run_name,
         tags.get("method", ""),
         tags.get("overrides", "").split(),
-        dict(record.data.metrics),  # type: ignore[attr-defined]
+        dict(record.data.metrics),
         per_query,
         Path(client.download_artifacts(run_id, "run.trec", str(target))),
         sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")),
