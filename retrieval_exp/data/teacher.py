@@ -35,12 +35,12 @@ class TeacherScores:
         return self.cache_dir / f"{digest.hexdigest()[:20]}.tsv"
 
     def scores(
-        self, dataset: str, queries: Mapping[str, str], documents: Mapping[str, str], pairs: Sequence[Pair]
+        self, path: Path, queries: Mapping[str, str], documents: Mapping[str, str], pairs: Sequence[Pair]
     ) -> dict[Pair, float]:
-        """The teacher's score of each pair, from the cache when it is there."""
-        path = self.path(dataset, pairs)
+        """The teacher's score of each pair, read from `path` (this teacher's `path()` for the pairs), which is
+        written first when it is not there."""
         if not path.is_file():
-            log.info("teacher %s scores %d pairs of %s", self.model_config.get("name_or_path"), len(pairs), dataset)
+            log.info("teacher %s scores %d pairs into %s", self.model_config.get("name_or_path"), len(pairs), path)
             model = instantiate(self.model_config).to(self.hardware.torch_device)
             values = model.score_pairs(
                 queries, documents, pairs, self.hardware.encode_batch_size, self.hardware.autocast

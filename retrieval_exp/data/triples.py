@@ -53,7 +53,7 @@ class TripleSampler(ABC):
         pairs = sorted({(q, d) for q, positive, candidates in self._examples for d in [positive, *candidates]})
         self.teacher_file = teacher.path(self.dataset, pairs)
         cached = self.teacher_file.is_file()
-        self._teacher = teacher.scores(self.dataset, self.queries, self.texts, pairs)
+        self._teacher = teacher.scores(self.teacher_file, self.queries, self.texts, pairs)
         positives = [score for _, score in self.scored_positives()]
         self.report |= {
             "teacher/cached": float(cached),
