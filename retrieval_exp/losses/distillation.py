@@ -67,8 +67,7 @@ class HybridKD(Loss):
         self.contrastive, self.weight = InfoNCE(temperature, in_batch=True), weight
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
-        pair_scores = (output.queries * output.positives).sum(-1)
-        regression = F.mse_loss(pair_scores, batch.teacher_scores[:, 0])
+        regression = F.mse_loss(student_scores(output)[:, 0], batch.teacher_scores[:, 0])
         contrastive = self.contrastive.compute_loss(output, batch)
         self.terms = {"contrastive": contrastive.detach(), "regression": regression.detach()}
         return contrastive + self.weight * regression
