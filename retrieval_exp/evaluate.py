@@ -18,11 +18,9 @@ from pathlib import Path
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_beir_folder
 from retrieval_exp.errors import UserError
-from retrieval_exp.evaluation import cut, evaluate, write_outputs
+from retrieval_exp.evaluation import RESULT_FILES, cut, evaluate, write_outputs
 from retrieval_exp.retrieval.run import Run, read_trec
 from retrieval_exp.tracking.mlflow_run import TrackedRun, open_experiment
-
-CONTRACT = ("run.trec", "perquery.tsv", "metrics.json")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -81,7 +79,7 @@ def _record(args: argparse.Namespace, metrics: dict[str, float], out: Path) -> N
     params = {"eval.measures": str(args.measures), "eval.depth": str(args.depth)}
     tracked = TrackedRun.start(client, experiment_id, f"{args.method} · {args.run.name}", tags, params)
     tracked.log_metrics(metrics)
-    tracked.log_artifacts(out / name for name in CONTRACT)
+    tracked.log_artifacts(out / name for name in RESULT_FILES)
     tracked.finish("FINISHED")
     print(f"  MLflow run {tracked.run_id} (experiment {args.experiment!r}, {args.tracking_uri})")
 

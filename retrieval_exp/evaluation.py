@@ -15,7 +15,8 @@ from retrieval_exp.data.irds import Qrels
 from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.run import Run, ranked, write_trec
 
-OUTPUT_FILES = ("config.yaml", "run.trec", "perquery.tsv", "metrics.json")
+RESULT_FILES = ("run.trec", "perquery.tsv", "metrics.json")  # what write_outputs writes
+OUTPUT_FILES = ("config.yaml", *RESULT_FILES)
 
 
 def parse_measures(names: Sequence[str]) -> list[Any]:
