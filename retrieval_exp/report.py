@@ -29,7 +29,7 @@ from mlflow.entities import Run as MlflowRun  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from retrieval_exp.errors import UserError  # noqa: E402
-from retrieval_exp.significance import PairedTest, aligned, holm, paired_test  # noqa: E402
+from retrieval_exp.significance import PairedTest, aligned, bootstrap_interval, holm, paired_test  # noqa: E402
 from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key  # noqa: E402
 
 ALPHA = 0.05
@@ -176,9 +176,9 @@ def _plot_measure(runs: Sequence[StudyRun], measure: str, path: Path) -> None:
     means, errors = [], []
     for run in runs:
         values = np.array(list(run.per_query[measure].values()))
-        test = paired_test(values, np.zeros(len(values)))
+        low, high = bootstrap_interval(values)
         means.append(values.mean())
-        errors.append([values.mean() - test.ci_low, test.ci_high - values.mean()])
+        errors.append([values.mean() - low, high - values.mean()])
     figure, axes = plt.subplots(figsize=(10, 0.45 * len(runs) + 1.4))
     axes.errorbar(means, range(len(runs)), xerr=np.array(errors).T, fmt="o", capsize=3)
     axes.set_yticks(range(len(runs)), [f"{i}: {run.swept or run.method}"[:60] for i, run in enumerate(runs)])

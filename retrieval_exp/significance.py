@@ -52,7 +52,7 @@ def paired_test(
     t_test = stats.ttest_rel(system, baseline)
     wilcoxon = stats.wilcoxon(system, baseline)
     mean, spread = float(differences.mean()), float(differences.std(ddof=ddof))
-    low, high = _bootstrap(differences, resamples, confidence, seed) if resamples else (math.nan, math.nan)
+    low, high = bootstrap_interval(differences, resamples, confidence, seed) if resamples else (math.nan, math.nan)
     return PairedTest(
         len(differences),
         mean,
@@ -66,13 +66,15 @@ def paired_test(
     )
 
 
-def _bootstrap(differences: np.ndarray, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (per-query values or their differences)."""
+    values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
     means = np.concatenate(
         [
-            differences[
-                rng.integers(0, len(differences), (min(BOOTSTRAP_CHUNK, resamples - start), len(differences)))
-            ].mean(axis=1)
+            values[rng.integers(0, len(values), (min(BOOTSTRAP_CHUNK, resamples - start), len(values)))].mean(axis=1)
             for start in range(0, resamples, BOOTSTRAP_CHUNK)
         ]
     )
