@@ -7,7 +7,8 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import get_object
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
 from retrieval_exp.data import irds
@@ -79,6 +80,10 @@ def _check_training(cfg: DictConfig, model: Any) -> Any:
     irds.require(cfg.data.train.dataset, *sampler.requires)
     if cfg.data.train.get("selection"):
         target_class(cfg.data.train.selection, "data.train.selection")
+        try:
+            instantiate(cfg.data.train.selection)  # a rule is a few numbers: bad ones fail here, not mid-run
+        except InstantiationException as err:
+            raise UserError(f"data.train.selection: {err.__cause__}") from None
     optimizer = target_class(cfg.optim, "optim")
     requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
     if requirement and importlib.util.find_spec(requirement[0]) is None:

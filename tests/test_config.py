@@ -87,6 +87,10 @@ def test_valid_configs_give_a_plan() -> None:
             ["data=tiny_pairs", "loss=hybrid_kd", "model@teacher=tiny_bert", "data.train.selection._target_=no.Rule"],
             "data.train.selection._target_='no.Rule' cannot be imported",
         ),
+        (
+            ["data=tiny_pairs", "loss=hybrid_kd", "model@teacher=tiny_bert", "data.train.selection.percentile=100"],
+            "data.train.selection: percentile must be in [0, 100), got 100",
+        ),
     ],
 )
 def test_impossible_configs_fail_with_one_line(overrides: list[str], message: str) -> None:
