@@ -26,3 +26,13 @@ class Triple:
     positive: str
     negatives: tuple[str, ...]
     teacher_scores: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """One query's candidate list as text: its documents and one target per document (higher = more relevant:
+    a relevance label, depth - rank + 1, or a teacher's score)."""
+
+    query: str
+    documents: tuple[str, ...]
+    targets: tuple[float, ...]

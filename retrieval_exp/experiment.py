@@ -29,14 +29,18 @@ from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, write_outputs
 from retrieval_exp.hardware import Hardware, seed_everything
+from retrieval_exp.retrieval.rerank import Reranker
+from retrieval_exp.retrieval.run import write_trec
 from retrieval_exp.tracking.mlflow_run import TrackedRun, flatten, git_commit, open_experiment, system_metrics
+from retrieval_exp.tracking.references import resolve_references
 from retrieval_exp.tracking.sweep import current_sweep
 from retrieval_exp.training.loop import TrainerSettings, train
-from retrieval_exp.validation import Plan, validate
+from retrieval_exp.validation import Plan, require_complete, validate
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
 AGREEMENT_FILE = "agreement.tsv"
+FIRST_STAGE_FILE = "first_stage.trec"  # what a re-ranking run re-ranked, evaluated beside it as first_stage/*
 
 
 def main(cfg: DictConfig) -> dict[str, float] | None:
@@ -69,12 +73,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment and return its aggregate measures."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     register_all(cfg.data.get("register"))
+    require_complete(cfg)
+    sources = resolve_references(cfg, cfg.tracking.uri, Path(cfg.paths.cache))
     plan = validate(cfg)
     hardware: Hardware = instantiate(cfg.hardware)
     seed_everything(cfg.seed)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     started = time.perf_counter()
     with _tracked(cfg, plan, out_dir) as tracked:
+        tracked.set_tags({f"source.{key}": run_id for key, run_id in sources.items()})
         metrics = _execute(cfg, plan, hardware, out_dir, tracked)
     _print_summary(cfg, plan, metrics, out_dir, tracked, time.perf_counter() - started)
     return metrics
@@ -95,10 +102,19 @@ def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tra
     queries = irds.queries(cfg.data.test)
     depth = cfg.eval.depth + int(cfg.eval.ignore_identical_ids)
     ranking = cut(retriever.search(corpus, queries, depth), cfg.eval.depth, cfg.eval.ignore_identical_ids)
-    evaluation = evaluate(ranking, irds.qrels(cfg.data.test), cfg.eval.measures)
+    qrels = irds.qrels(cfg.data.test)
+    evaluation = evaluate(ranking, qrels, cfg.eval.measures)
+    outputs = [out_dir / name for name in OUTPUT_FILES]
+    if isinstance(retriever, Reranker):
+        first_stage = evaluate(
+            cut(retriever.candidates, cfg.eval.depth, cfg.eval.ignore_identical_ids), qrels, cfg.eval.measures
+        )
+        write_trec(first_stage.run, out_dir / FIRST_STAGE_FILE, retriever.first_stage.name)
+        evaluation.metrics |= {f"first_stage/{name}": value for name, value in first_stage.metrics.items()}
+        outputs.append(out_dir / FIRST_STAGE_FILE)
     write_outputs(evaluation, out_dir, tag=plan.method)
     tracked.log_metrics({**evaluation.metrics, "time/retrieve_s": time.perf_counter() - started, **_peak_memory()})
-    tracked.log_artifacts(out_dir / name for name in OUTPUT_FILES)
+    tracked.log_artifacts(outputs)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return evaluation.metrics
 

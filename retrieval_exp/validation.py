@@ -9,11 +9,12 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import parse_measures
+from retrieval_exp.losses.weighted import WeightedSum, combined
 from retrieval_exp.models.hub import require_available
 
 
@@ -37,6 +38,31 @@ def target_class(node: DictConfig | None, key: str) -> Any:
         raise UserError(f"{key}._target_={node._target_!r} cannot be imported: check the dotted path") from None
 
 
+@dataclass(frozen=True)
+class LossSpec:
+    """What a loss config asks of the data and the model (for a WeightedSum, of all its parts together)."""
+
+    name: str
+    batch_shape: Any
+    model_kinds: tuple[str, ...]
+    needs_teacher: bool
+
+
+def loss_spec(node: DictConfig | None) -> LossSpec:
+    loss = target_class(node, "loss")
+    if loss is not WeightedSum:
+        return LossSpec(loss.name, loss.batch_shape, loss.model_kinds, loss.needs_teacher)
+    parts = {name: target_class(part, f"loss.parts.{name}") for name, part in (node.get("parts") or {}).items()}
+    return LossSpec("+".join(parts), *combined(parts))
+
+
+def require_complete(cfg: DictConfig) -> None:
+    """Every mandatory value (??? in a preset) is set."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"{', '.join(missing)} must be set: add {missing[0]}=... to the command (see the preset)")
+
+
 def validate(cfg: DictConfig) -> Plan:
     """Check the config; the returned plan says what the recipe has to build."""
     irds.require(cfg.data.test, "docs", "queries", "qrels")
@@ -51,6 +77,8 @@ def validate(cfg: DictConfig) -> Plan:
     if needs_model:
         model = target_class(cfg.model, "model")
         require_available(cfg.model.name_or_path)
+        if retriever.needs_encoder:
+            _require_kind(model.kind, retriever.model_kinds, f"retriever={retriever.name} ranks with")
     plan = Plan(trains, needs_model, method)
     if trains:
         loss = _check_training(cfg, model)
@@ -63,15 +91,19 @@ def validate(cfg: DictConfig) -> Plan:
     return plan
 
 
-def _check_training(cfg: DictConfig, model: Any) -> Any:
-    """Loss, model, sampler, optimiser, validation and teacher agree; returns the loss class."""
-    loss = target_class(cfg.get("loss"), "loss")
-    sampler = target_class(cfg.data.get("train"), "data.train")
-    if model.kind not in loss.model_kinds:
+def _require_kind(kind: str, kinds: tuple[str, ...], what: str) -> None:
+    if kind not in kinds:
         raise UserError(
-            f"loss {loss.name!r} trains {' or '.join(loss.model_kinds)} models, but the model is a {model.kind}: "
-            "pick a loss and model that match"
+            f"{what} {' or '.join(kinds)} models, but the model is a {kind}: pick a model config that matches "
+            "(cross-encoders re-rank: retriever=rerank)"
         )
+
+
+def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
+    """Loss, model, sampler, optimiser, validation and teacher agree; returns what the loss needs."""
+    loss = loss_spec(cfg.get("loss"))
+    sampler = target_class(cfg.data.get("train"), "data.train")
+    _require_kind(model.kind, loss.model_kinds, f"loss {loss.name!r} trains")
     if sampler.batch_shape != loss.batch_shape:
         raise UserError(
             f"loss {loss.name!r} needs {loss.batch_shape.value} batches, but data.train ({sampler.__name__}) "

@@ -22,6 +22,7 @@ from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
 from retrieval_exp.batches import Triple
 from retrieval_exp.errors import UserError
+from retrieval_exp.models.hub import SETTINGS_FILE, require_kind
 
 Side = Literal["query", "doc"]
 POOLINGS = ("cls", "mean", "pooler")
@@ -77,6 +78,7 @@ class BiEncoder(torch.nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise UserError(f"model.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
+        require_kind(name_or_path, self.kind)
         self.encoder = AutoModel.from_pretrained(name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         self.pooling, self.normalize = pooling, normalize
@@ -196,6 +198,6 @@ class BiEncoder(torch.nn.Module):
         if self.head is not None:
             save_file({name: tensor.contiguous() for name, tensor in self.head.state_dict().items()}, path / HEAD_FILE)
         projection = None if self.head is None else self.head[0].out_features
-        settings = {"pooling": self.pooling, "normalize": self.normalize, "lengths": self.lengths}
+        settings = {"kind": self.kind, "pooling": self.pooling, "normalize": self.normalize, "lengths": self.lengths}
         settings |= {"prefixes": self.prefixes, "projection": projection}
-        (path / "retrieval_exp.json").write_text(json.dumps(settings, indent=2))
+        (path / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))

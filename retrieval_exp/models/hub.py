@@ -1,12 +1,16 @@
-"""Checks that a Hugging Face model can be loaded here, before anything is loaded."""
+"""Checks that a Hugging Face model can be loaded here, and as the kind of model the config asks for, before
+anything is loaded."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from huggingface_hub import constants, try_to_load_from_cache
 
 from retrieval_exp.errors import UserError
+
+SETTINGS_FILE = "retrieval_exp.json"  # what the suite writes beside the weights of a model it saves
 
 
 def require_available(name_or_path: str) -> None:
@@ -22,4 +26,16 @@ def require_available(name_or_path: str) -> None:
         raise UserError(
             f"model {name_or_path!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1: "
             "fill the cache (README, 'Offline use') or give a local model folder"
+        )
+
+
+def require_kind(name_or_path: str, kind: str) -> None:
+    """A model folder saved by the suite as another kind (a bi-encoder loaded as a cross-encoder, or the reverse)
+    is an error: its head would be dropped or made up."""
+    settings = Path(name_or_path).expanduser() / SETTINGS_FILE
+    saved = json.loads(settings.read_text()).get("kind", "bi_encoder") if settings.is_file() else kind
+    if saved != kind:
+        raise UserError(
+            f"{name_or_path} holds a {saved} but the model config builds a {kind}: choose a {saved} model config "
+            "(e.g. model=minilm_cross for a cross_encoder) or another folder"
         )

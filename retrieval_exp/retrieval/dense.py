@@ -45,6 +45,7 @@ class DenseRetriever:
 
     name = "dense"
     needs_encoder = True
+    model_kinds = ("bi_encoder",)
 
     def __init__(
         self, encoder: BiEncoder, hardware: Hardware, backend: str = "torch", chunk_size: int = 65_536

@@ -1,12 +1,23 @@
-"""Runs (query id -> doc id -> score) and their TREC file form."""
+"""Runs (query id -> doc id -> score): their files (TREC, gzipped TREC, parquet) and stored first stages that serve
+them as a retriever does."""
 
 from __future__ import annotations
 
+import gzip
+import logging
+import os
+import urllib.request
 from pathlib import Path
 
+from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError
 
 Run = dict[str, dict[str, float]]
+log = logging.getLogger(__name__)
+PARQUET_COLUMNS = {  # our name: the names run files use for it (lightning-ir, BEIR on Hugging Face, pyterrier)
+    "query_id": ("query_id", "qid", "query-id"),
+    "doc_id": ("doc_id", "docid", "docno", "corpus-id"),
+}
 
 
 def ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
@@ -23,27 +34,90 @@ def write_trec(run: Run, path: Path, tag: str) -> None:
 
 
 def read_trec(path: Path) -> Run:
-    """Read a TREC run file."""
+    """Read a TREC run file (whitespace-separated, as Rank-DistiLLM's tab-separated .run files; .gz read as such)."""
     run: Run = {}
-    with path.open() as lines:
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as lines:
         for line in lines:
             query_id, _, doc_id, _, score, *_ = line.split()
             run.setdefault(query_id, {})[doc_id] = float(score)
     return run
 
 
+def read_parquet(path: Path) -> Run:
+    """Read a parquet run: query and doc id columns under any of PARQUET_COLUMNS' names, and `score`; a file with
+    only `rank` scores each document -rank."""
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    names = {}
+    for ours, theirs in PARQUET_COLUMNS.items():
+        found = [name for name in theirs if name in table.columns]
+        if not found:
+            raise UserError(f"{path} has no {ours} column (one of {', '.join(theirs)}): it is not a run")
+        names[found[0]] = ours
+    if "score" not in table.columns and "rank" not in table.columns:
+        raise UserError(f"{path} has neither a score nor a rank column: it is not a run")
+    table = table.rename(columns=names)
+    scores = table["score"] if "score" in table.columns else -table["rank"]
+    run: Run = {}
+    for query_id, doc_id, score in zip(table["query_id"].astype(str), table["doc_id"].astype(str), scores):
+        run.setdefault(query_id, {})[doc_id] = float(score)
+    return run
+
+
+def read_run(path: Path) -> Run:
+    return read_parquet(path) if path.suffix == ".parquet" else read_trec(path)
+
+
 class RunFile:
-    """A stored first stage: serves the top `depth` of a TREC run file, e.g. the run.trec of a dense run made by the
-    suite (`experiment=zero_shot data.test=<train split>`), as the miner of hard negatives."""
+    """A stored first stage: serves the top `depth` of a run file (TREC, .gz or parquet), e.g. a teacher's ranking,
+    or the run.trec of a run made by the suite. With `url`, a missing file is downloaded there first."""
 
     name = "run_file"
     needs_encoder = False
+    needs_corpus = False
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path).expanduser()
+    def __init__(self, path: str, url: str | None = None) -> None:
+        self.path, self.url = Path(path).expanduser(), url
+
+    def fetch(self) -> Path:
+        """The file, downloaded first (atomically) when it is missing and there is a URL."""
+        if self.path.is_file():
+            return self.path
+        if self.url is None:
+            raise UserError(f"run file {str(self.path)!r} does not exist: give the path of a run file")
+        log.info("downloading %s to %s", self.url, self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
+        try:
+            urllib.request.urlretrieve(self.url, partial)
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            raise UserError(
+                f"run file {str(self.path)!r} is missing and {self.url} cannot be reached ({err}): download it there"
+            ) from None
+        os.replace(partial, self.path)
+        return self.path
 
     def search(self, corpus: object, queries: dict[str, str], depth: int) -> Run:
-        if not self.path.is_file():
-            raise UserError(f"run file {str(self.path)!r} does not exist: give the path of a TREC run")
-        run = read_trec(self.path)
+        run = read_run(self.fetch())
         return {q: dict(ranked(run.get(q, {}))[:depth]) for q in queries}
+
+
+class DatasetRun:
+    """The first stage a dataset ships as ir_datasets scoreddocs (for TREC DL, the official BM25 top-1000)."""
+
+    name = "scoreddocs"
+    needs_encoder = False
+    needs_corpus = False
+
+    def __init__(self, dataset: str) -> None:
+        self.dataset = dataset
+
+    def search(self, corpus: object, queries: dict[str, str], depth: int) -> Run:
+        irds.require(self.dataset, "scoreddocs")
+        run: Run = {}
+        for scored in irds.load(self.dataset).scoreddocs_iter():
+            if scored.query_id in queries:
+                run.setdefault(scored.query_id, {})[scored.doc_id] = scored.score
+        return {q: dict(ranked(docs)[:depth]) for q, docs in run.items()}

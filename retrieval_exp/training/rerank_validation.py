@@ -8,15 +8,15 @@ restored at the end.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import ir_measures
 
 from retrieval_exp.data import irds
-from retrieval_exp.evaluation import cut, parse_measures
+from retrieval_exp.evaluation import parse_measures
 from retrieval_exp.hardware import Hardware
-from retrieval_exp.retrieval.run import Run
+from retrieval_exp.retrieval.rerank import rerank
+from retrieval_exp.retrieval.run import DatasetRun
 
 
 class RerankValidation:
@@ -32,25 +32,18 @@ class RerankValidation:
         self.bad_validations = 0
 
     def prepare(self) -> None:
-        if hasattr(self, "pairs"):
+        if hasattr(self, "candidates"):
             return
-        first_stage: Run = defaultdict(dict)
-        for scored in irds.load(self.dataset).scoreddocs_iter():
-            first_stage[scored.query_id][scored.doc_id] = scored.score
         self.queries = irds.queries(self.dataset)
-        top = cut(first_stage, self.depth, ignore_identical_ids=False)
-        self.pairs = [(q, d) for q, docs in top.items() if q in self.queries for d in docs]
-        self.texts = irds.documents(self.dataset, {d for _, d in self.pairs})
+        self.candidates = DatasetRun(self.dataset).search(None, self.queries, self.depth)
+        self.texts = irds.documents(self.dataset, {d for docs in self.candidates.values() for d in docs})
         self.qrels = irds.qrels(self.dataset)
 
     def score(self, model: Any, hardware: Hardware) -> float:
         """The measure of the model's re-ranking."""
         self.prepare()
-        values = model.score_pairs(self.queries, self.texts, self.pairs, hardware.encode_batch_size, hardware.autocast)
-        run: Run = defaultdict(dict)
-        for (query_id, doc_id), value in zip(self.pairs, values):
-            run[query_id][doc_id] = value
-        return float(ir_measures.calc_aggregate([self.measure], self.qrels, dict(run))[self.measure])
+        run = rerank(model, self.queries, self.texts, self.candidates, hardware)
+        return float(ir_measures.calc_aggregate([self.measure], self.qrels, run)[self.measure])
 
     def update(self, value: float, step: int) -> bool:
         """Record a validation; True when it is the best so far."""

@@ -1,0 +1,74 @@
+"""Config values that name an earlier MLflow run instead of a path: `model.name_or_path` (and the teacher's) takes
+the run whose saved model to start from (stage 2 from stage 1's checkpoint), and a RunFile's `path` the run whose
+run.trec to read (a teacher ranking made by the suite). Only FINISHED runs serve: a failed run's outputs are not
+results."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlflow.entities import Run as MlflowRun
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, ListConfig
+
+from retrieval_exp.errors import UserError
+from retrieval_exp.tracking.mlflow_run import absolute_uri
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+RUN_FILE_TARGET = "retrieval_exp.retrieval.run.RunFile"
+
+
+def is_run_id(value: object) -> bool:
+    return isinstance(value, str) and RUN_ID.fullmatch(value) is not None
+
+
+def resolve_references(cfg: DictConfig, tracking_uri: str, cache: Path) -> dict[str, str]:
+    """Replace each run id standing for a model folder or a run file by its path, in place; returns
+    {config key: run id} for the record."""
+    client = MlflowClient(tracking_uri=absolute_uri(tracking_uri))
+    sources: dict[str, str] = {}
+    for key, node in _nodes(cfg, ""):
+        if is_run_id(node.get("name_or_path")):
+            run_id = node.name_or_path
+            folder = Path(_finished(client, run_id).data.tags.get("output_dir", "")) / "model"
+            if not (folder / "config.json").is_file():
+                raise UserError(
+                    f"MLflow run {run_id} has no saved model at {folder} (trained with save_model=false, or its "
+                    "output folder was moved): give the model folder's path instead"
+                )
+            node.name_or_path = str(folder)
+            sources[f"{key}name_or_path"] = run_id
+        if node.get("_target_") == RUN_FILE_TARGET and is_run_id(node.get("path")):
+            run_id = node.path
+            _finished(client, run_id)
+            target = cache / "mlflow_runs" / run_id
+            target.mkdir(parents=True, exist_ok=True)
+            node.path = client.download_artifacts(run_id, "run.trec", str(target))
+            sources[f"{key}path"] = run_id
+    return sources
+
+
+def _finished(client: MlflowClient, run_id: str) -> MlflowRun:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(
+            f"{run_id} looks like an MLflow run id, but the store {client.tracking_uri} has no such run: check "
+            "tracking.uri"
+        ) from None
+    if run.info.status != "FINISHED":
+        raise UserError(f"MLflow run {run_id} is {run.info.status}: its outputs are not results; use a finished run")
+    return run
+
+
+def _nodes(node: DictConfig | ListConfig, prefix: str) -> Iterator[tuple[str, DictConfig]]:
+    """Every mapping in the config with its dotted key prefix ('model.', 'data.train.first_stage.')."""
+    if isinstance(node, DictConfig):
+        yield prefix, node
+    items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else enumerate(node)
+    for key, child in items:
+        if isinstance(child, DictConfig | ListConfig):
+            yield from _nodes(child, f"{prefix}{key}.")
