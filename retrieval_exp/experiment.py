@@ -89,13 +89,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun) -> dict[str, float]:
     model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
+    build_retriever = instantiate(cfg.retriever, _partial_=True)  # before training: a bad retriever fails first
     if plan.trains:
         samples = _train(cfg, plan, model, hardware, out_dir, tracked)
         if cfg.get("agreement"):
             _teacher_agreement(cfg, model, samples, hardware, out_dir, tracked)
         if cfg.save_model:
             model.save(out_dir / "model")
-    build_retriever = instantiate(cfg.retriever, _partial_=True)  # live objects go in after Hydra's conversion
     retriever = build_retriever(encoder=model, hardware=hardware) if plan.needs_model else build_retriever()
     started = time.perf_counter()
     corpus = irds.corpus(cfg.data.test)

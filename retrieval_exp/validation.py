@@ -4,12 +4,13 @@ model or corpus is loaded."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError
@@ -58,9 +59,19 @@ def loss_spec(node: DictConfig | None) -> LossSpec:
 
 def require_complete(cfg: DictConfig) -> None:
     """Every mandatory value (??? in a preset) is set."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = sorted(_missing_keys(cfg, ""))
     if missing:
         raise UserError(f"{', '.join(missing)} must be set: add {missing[0]}=... to the command (see the preset)")
+
+
+def _missing_keys(node: DictConfig | ListConfig, prefix: str) -> Iterator[str]:
+    """Dotted keys of the ??? values (OmegaConf.missing_keys fails on an interpolation to one: `${init}`)."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        if OmegaConf.is_missing(node, key):
+            yield f"{prefix}{key}"
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig | ListConfig):
+            yield from _missing_keys(node[key], f"{prefix}{key}.")
 
 
 def validate(cfg: DictConfig) -> Plan:
