@@ -10,13 +10,13 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.validation import validate
 from tests.conftest import REPO, TEST_CONF, TINY, compose_config
 
-GROUPS = {
-    group.name: sorted(p.stem for p in group.glob("*.yaml"))
+OPTIONS = sorted(  # every option of every group, the tests' own included, presets in sub-folders by their path
+    (group.name, str(path.relative_to(group).with_suffix("")))
     for root in (REPO / "conf", TEST_CONF)
     for group in root.iterdir()
     if group.is_dir()
-}
-OPTIONS = [(group, option) for group, options in sorted(GROUPS.items()) for option in options]
+    for path in group.rglob("*.yaml")
+)
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
