@@ -9,8 +9,8 @@ cd "$(dirname "$0")/../.."
 depth="retriever.depth=${DEPTH:-50}"
 run_id() { grep -o 'MLflow run [0-9a-f]\{32\}' | tail -1 | cut -d' ' -f3; }
 
-stage1=$(python launch.py experiment=rank_distillm/scifact "$depth" | tee /dev/stderr | run_id)
-teacher=$(python launch.py experiment=rank_distillm/teacher_run | tee /dev/stderr | run_id)
+stage1=$(python launch.py experiment=rank_distillm/scifact "$depth" | tee -a /dev/stderr | run_id)
+teacher=$(python launch.py experiment=rank_distillm/teacher_run | tee -a /dev/stderr | run_id)
 python launch.py -m experiment=rank_distillm/scifact_stage2 init="$stage1" data.train.first_stage.path="$teacher" \
   loss=ranknet,adr_mse "$depth"
 python launch.py experiment=rank_distillm/teacher_run data.test=beir/scifact/test "$depth"
