@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 from mlflow.entities import Run as MlflowRun
@@ -25,15 +26,14 @@ def is_run_id(value: object) -> bool:
     return isinstance(value, str) and RUN_ID.fullmatch(value) is not None
 
 
-def resolve_references(cfg: DictConfig, tracking_uri: str, cache: Path) -> dict[str, str]:
+def resolve_references(cfg: DictConfig, tracking_uri: str, cache_dir: Path) -> dict[str, str]:
     """Replace each run id standing for a model folder or a run file by its path, in place; returns
     {config key: run id} for the record."""
-    client = MlflowClient(tracking_uri=absolute_uri(tracking_uri))
     sources: dict[str, str] = {}
     for key, node in _nodes(cfg, ""):
         if is_run_id(node.get("name_or_path")):
             run_id = node.name_or_path
-            folder = Path(_finished(client, run_id).data.tags.get("output_dir", "")) / "model"
+            folder = Path(_finished(tracking_uri, run_id).data.tags.get("output_dir", "")) / "model"
             if not (folder / "config.json").is_file():
                 raise UserError(
                     f"MLflow run {run_id} has no saved model at {folder} (trained with save_model=false, or its "
@@ -43,15 +43,22 @@ def resolve_references(cfg: DictConfig, tracking_uri: str, cache: Path) -> dict[
             sources[f"{key}name_or_path"] = run_id
         if node.get("_target_") == RUN_FILE_TARGET and is_run_id(node.get("path")):
             run_id = node.path
-            _finished(client, run_id)
-            target = cache / "mlflow_runs" / run_id
+            _finished(tracking_uri, run_id)
+            target = cache_dir / "mlflow_runs" / run_id
             target.mkdir(parents=True, exist_ok=True)
-            node.path = client.download_artifacts(run_id, "run.trec", str(target))
+            node.path = _client(tracking_uri).download_artifacts(run_id, "run.trec", str(target))
             sources[f"{key}path"] = run_id
     return sources
 
 
-def _finished(client: MlflowClient, run_id: str) -> MlflowRun:
+@cache
+def _client(tracking_uri: str) -> MlflowClient:
+    """Opened only when a reference is found: a config without one must not create a store."""
+    return MlflowClient(tracking_uri=absolute_uri(tracking_uri))
+
+
+def _finished(tracking_uri: str, run_id: str) -> MlflowRun:
+    client = _client(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:
