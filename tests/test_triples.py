@@ -77,5 +77,5 @@ def test_negatives_can_come_from_a_stored_run(tmp_path: Path) -> None:
 
 
 def test_a_missing_run_file_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="does not exist: give the path of a TREC run"):
+    with pytest.raises(UserError, match="does not exist: give the path of a run file"):
         len(MinedTriples("tiny/train", RunFile(str(tmp_path / "nope.trec"))))
