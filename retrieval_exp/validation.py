@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from retrieval_exp.batches import BatchShape
 from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import parse_measures
@@ -44,7 +45,7 @@ class LossSpec:
     """What a loss config asks of the data and the model (for a WeightedSum, of all its parts together)."""
 
     name: str
-    batch_shape: Any
+    batch_shape: BatchShape
     model_kinds: tuple[str, ...]
     needs_teacher: bool
 
@@ -57,21 +58,24 @@ def loss_spec(node: DictConfig | None) -> LossSpec:
     return LossSpec("+".join(parts), *combined(parts))
 
 
+def config_nodes(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[tuple[str, DictConfig]]:
+    """Every mapping in the config with its dotted key prefix ('', 'model.', 'data.train.first_stage.');
+    interpolations are not followed."""
+    if isinstance(node, DictConfig):
+        yield prefix, node
+    items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else enumerate(node)
+    for key, child in items:
+        if isinstance(child, DictConfig | ListConfig):
+            yield from config_nodes(child, f"{prefix}{key}.")
+
+
 def require_complete(cfg: DictConfig) -> None:
-    """Every mandatory value (??? in a preset) is set."""
-    missing = sorted(_missing_keys(cfg, ""))
+    """Every mandatory value (??? in a preset) is set. (OmegaConf.missing_keys fails on an interpolation to one.)"""
+    missing = sorted(
+        f"{prefix}{key}" for prefix, node in config_nodes(cfg) for key in node if OmegaConf.is_missing(node, key)
+    )
     if missing:
         raise UserError(f"{', '.join(missing)} must be set: add {missing[0]}=... to the command (see the preset)")
-
-
-def _missing_keys(node: DictConfig | ListConfig, prefix: str) -> Iterator[str]:
-    """Dotted keys of the ??? values (OmegaConf.missing_keys fails on an interpolation to one: `${init}`)."""
-    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
-    for key in keys:
-        if OmegaConf.is_missing(node, key):
-            yield f"{prefix}{key}"
-        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig | ListConfig):
-            yield from _missing_keys(node[key], f"{prefix}{key}.")
 
 
 def validate(cfg: DictConfig) -> Plan:

@@ -6,17 +6,17 @@ results."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 from mlflow.entities import Run as MlflowRun
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from retrieval_exp.errors import UserError
 from retrieval_exp.tracking.mlflow_run import absolute_uri
+from retrieval_exp.validation import config_nodes
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 RUN_FILE_TARGET = "retrieval_exp.retrieval.run.RunFile"
@@ -30,7 +30,7 @@ def resolve_references(cfg: DictConfig, tracking_uri: str, cache_dir: Path) -> d
     """Replace each run id standing for a model folder or a run file by its path, in place; returns
     {config key: run id} for the record."""
     sources: dict[str, str] = {}
-    for key, node in _nodes(cfg, ""):
+    for key, node in config_nodes(cfg):
         if is_run_id(node.get("name_or_path")):
             run_id = node.name_or_path
             folder = Path(_finished(tracking_uri, run_id).data.tags.get("output_dir", "")) / "model"
@@ -69,13 +69,3 @@ def _finished(tracking_uri: str, run_id: str) -> MlflowRun:
     if run.info.status != "FINISHED":
         raise UserError(f"MLflow run {run_id} is {run.info.status}: its outputs are not results; use a finished run")
     return run
-
-
-def _nodes(node: DictConfig | ListConfig, prefix: str) -> Iterator[tuple[str, DictConfig]]:
-    """Every mapping in the config with its dotted key prefix ('model.', 'data.train.first_stage.')."""
-    if isinstance(node, DictConfig):
-        yield prefix, node
-    items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else enumerate(node)
-    for key, child in items:
-        if isinstance(child, DictConfig | ListConfig):
-            yield from _nodes(child, f"{prefix}{key}.")
