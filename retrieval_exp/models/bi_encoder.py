@@ -8,7 +8,6 @@ sentence-transformers' all-MiniLM-L6-v2 and the self-distillation paper's encode
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +15,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
 from retrieval_exp.batches import Triple
 from retrieval_exp.errors import UserError
-from retrieval_exp.models.hub import SETTINGS_FILE, require_kind
+from retrieval_exp.models.hub import require_kind, save_folder
+from retrieval_exp.models.inference import longest_first
 
 Side = Literal["query", "doc"]
 POOLINGS = ("cls", "mean", "pooler")
@@ -145,7 +144,6 @@ class BiEncoder(torch.nn.Module):
         negatives = documents[size:].view(size, batch.num_negatives, documents.shape[-1])
         return TripleEmbeddings(queries, documents[:size], negatives)
 
-    @torch.inference_mode()
     def embed(
         self,
         texts: Sequence[str],
@@ -154,23 +152,13 @@ class BiEncoder(torch.nn.Module):
         autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> torch.Tensor:
         """Vectors for `texts` in their order, computed longest first so that batches pad little."""
-        was_training = self.training
-        self.eval()
         device = next(self.parameters()).device
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        vectors: torch.Tensor | None = None
-        with tqdm(total=len(texts), desc=f"encode {PLURALS[side]}", unit=side, leave=False) as progress:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                with autocast():
-                    batch = self(self.tokenize([texts[i] for i in rows], side).to(device))
-                if vectors is None:
-                    vectors = torch.empty(len(texts), batch.shape[-1], device=device)
-                vectors[rows] = batch
-                progress.update(len(rows))
-        self.train(was_training)
-        assert vectors is not None, "embed() needs at least one text"
-        return vectors
+
+        def encode(rows: list[int]) -> torch.Tensor:
+            with autocast():
+                return self(self.tokenize([texts[i] for i in rows], side).to(device))
+
+        return longest_first(self, [len(text) for text in texts], batch_size, encode, f"encode {PLURALS[side]}", side)
 
     def score_pairs(
         self,
@@ -193,11 +181,7 @@ class BiEncoder(torch.nn.Module):
 
     def save(self, path: Path) -> None:
         """Save as a Hugging Face model folder, with the pooling settings beside it."""
-        self.encoder.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        if self.head is not None:
-            save_file({name: tensor.contiguous() for name, tensor in self.head.state_dict().items()}, path / HEAD_FILE)
         projection = None if self.head is None else self.head[0].out_features
         settings = {"kind": self.kind, "pooling": self.pooling, "normalize": self.normalize, "lengths": self.lengths}
         settings |= {"prefixes": self.prefixes, "projection": projection}
-        (path / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        save_folder(path, self.encoder, self.tokenizer, settings, {} if self.head is None else {HEAD_FILE: self.head})

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
 from retrieval_exp.batches import RankedList
 from retrieval_exp.errors import UserError
-from retrieval_exp.models.hub import SETTINGS_FILE, require_kind
+from retrieval_exp.models.hub import require_kind, save_folder
+from retrieval_exp.models.inference import longest_first
 
 HEAD_FILE = "score_head.safetensors"
 
@@ -112,7 +111,6 @@ class CrossEncoder(torch.nn.Module):
     def training_output(self, batch: ListBatch) -> ListScores:
         return ListScores(self(batch.pairs).view(batch.targets.shape))
 
-    @torch.inference_mode()
     def score_pairs(
         self,
         queries: Mapping[str, str],
@@ -122,25 +120,19 @@ class CrossEncoder(torch.nn.Module):
         autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> list[float]:
         """Score of each (query id, doc id) pair, computed longest document first so that batches pad little."""
-        was_training = self.training
-        self.eval()
+        if not pairs:
+            return []
         device = next(self.parameters()).device
-        order = sorted(range(len(pairs)), key=lambda i: -len(documents[pairs[i][1]]))
-        scores = torch.empty(len(pairs))
-        with tqdm(total=len(pairs), desc="re-rank", unit="pair", leave=False) as progress:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                tokens = self.tokenize([queries[pairs[i][0]] for i in rows], [documents[pairs[i][1]] for i in rows])
-                with autocast():
-                    scores[rows] = self(tokens.to(device)).cpu()
-                progress.update(len(rows))
-        self.train(was_training)
-        return scores.tolist()
+
+        def score(rows: list[int]) -> torch.Tensor:
+            tokens = self.tokenize([queries[pairs[i][0]] for i in rows], [documents[pairs[i][1]] for i in rows])
+            with autocast():
+                return self(tokens.to(device)).cpu()
+
+        lengths = [len(documents[doc_id]) for _, doc_id in pairs]
+        return longest_first(self, lengths, batch_size, score, "re-rank", "pair").tolist()
 
     def save(self, path: Path) -> None:
         """Save as a Hugging Face model folder with the score head and the truncation lengths beside it."""
-        self.encoder.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        save_file({name: tensor.contiguous() for name, tensor in self.head.state_dict().items()}, path / HEAD_FILE)
         settings = {"kind": self.kind, "lengths": self.lengths, "linear_bias": self.head.bias is not None}
-        (path / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        save_folder(path, self.encoder, self.tokenizer, settings, {HEAD_FILE: self.head})

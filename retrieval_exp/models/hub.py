@@ -1,12 +1,16 @@
-"""Checks that a Hugging Face model can be loaded here, and as the kind of model the config asks for, before
-anything is loaded."""
+"""Hugging Face model folders: checks that one can be loaded here, and as the kind of model the config asks for,
+before anything is loaded; and writing one with the suite's head and settings beside the weights."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import torch
 from huggingface_hub import constants, try_to_load_from_cache
+from safetensors.torch import save_file
 
 from retrieval_exp.errors import UserError
 
@@ -39,3 +43,15 @@ def require_kind(name_or_path: str, kind: str) -> None:
             f"{name_or_path} holds a {saved} but the model config builds a {kind}: choose a {saved} model config "
             "(e.g. model=minilm_cross for a cross_encoder) or another folder"
         )
+
+
+def save_folder(
+    path: Path, encoder: Any, tokenizer: Any, settings: Mapping[str, Any], heads: Mapping[str, torch.nn.Module]
+) -> None:
+    """The encoder and tokenizer as a Hugging Face folder, each head's weights in its file, the settings (with the
+    model kind) in SETTINGS_FILE."""
+    encoder.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    for file_name, head in heads.items():
+        save_file({name: tensor.contiguous() for name, tensor in head.state_dict().items()}, path / file_name)
+    (path / SETTINGS_FILE).write_text(json.dumps(dict(settings), indent=2))
