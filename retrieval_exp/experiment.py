@@ -96,7 +96,10 @@ def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tra
             _teacher_agreement(cfg, model, samples, hardware, out_dir, tracked)
         if cfg.save_model:
             model.save(out_dir / "model")
-    retriever = build_retriever(encoder=model, hardware=hardware) if plan.needs_model else build_retriever()
+    if plan.needs_model:
+        retriever = build_retriever(encoder=hardware.for_inference(model), hardware=hardware)
+    else:
+        retriever = build_retriever()
     started = time.perf_counter()
     corpus = irds.corpus(cfg.data.test)
     queries = irds.queries(cfg.data.test)

@@ -16,13 +16,15 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class Hardware:
-    """Device, precision (fp32, or bf16 autocast), CPU threads, data-loader workers and encoding batch size."""
+    """Device, precision (fp32, or bf16 autocast), CPU threads, data-loader workers, encoding batch size, and
+    whether to torch.compile the model for evaluation (`compile_inference`)."""
 
     device: str = "cpu"
     precision: str = "fp32"
     threads: int | None = None
     dataloader_workers: int = 0
     encode_batch_size: int = 64
+    compile_inference: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -39,6 +41,16 @@ class Hardware:
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         """bf16 autocast when asked for, a no-op otherwise."""
         return torch.autocast(self.torch_device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def for_inference(self, model: torch.nn.Module) -> torch.nn.Module:
+        """With `compile_inference`, compile `model`'s forward in place (dynamic shapes, for batches of any length).
+
+        Compiling costs about 15 s once and then encodes 13% faster on CPU (bench/README.md), which pays from a few
+        thousand texts on; it is left out of training, where it measured slower on CPU. The weights and their names
+        stay as they are, so the model saves and loads as before."""
+        if self.compile_inference:
+            model.compile(dynamic=True)
+        return model
 
 
 def seed_everything(seed: int) -> None:

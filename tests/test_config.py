@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 
 from retrieval_exp.data.local import register_all
 from retrieval_exp.errors import UserError
@@ -23,10 +23,10 @@ OPTIONS = sorted(  # every option of every group, the tests' own included, prese
 def test_every_option_composes_and_its_target_imports(group: str, option: str) -> None:
     cfg = compose_config(f"{group}={option}")
     node = cfg if group == "experiment" else cfg[group]
-    for key in ("model", "loss", "retriever", "hardware"):
+    for key in ("model", "loss", "retriever", "hardware", "optim"):
         target = (node.get(key) if group == "experiment" else node) or {}
         if "_target_" in target:
-            assert get_class(target._target_)
+            assert get_object(target._target_)
 
 
 def test_default_experiment_is_minilm_infonce_on_scifact() -> None:

@@ -160,7 +160,7 @@ def test_rerun_in_the_same_directory_resumes_training_and_its_mlflow_run(tmp_pat
 def test_paper_preset_runs_at_tiny_scale(tmp_path: Path) -> None:
     from tests.test_early_stopping import PAPER_TINY
 
-    done = launch(tmp_path, *PAPER_TINY, "optim._target_=torch.optim.AdamW", "tracking.experiment=tiny", tiny=False)
+    done = launch(tmp_path, *PAPER_TINY, "optim=adamw", "tracking.experiment=tiny", tiny=False)
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = runs(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -9,8 +9,7 @@ import torch
 from retrieval_exp.errors import UserError
 
 MISSING_BITSANDBYTES = (
-    "optim adam8bit needs bitsandbytes: pip install -e '.[adam8bit]' on a CUDA machine, "
-    "or use optim._target_=torch.optim.AdamW"
+    "optim adam8bit needs bitsandbytes: pip install -e '.[adam8bit]' on a CUDA machine, or use optim=adamw"
 )
 
 
