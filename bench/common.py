@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psutil
 import torch
 import transformers
 from transformers import PretrainedConfig
@@ -61,3 +62,16 @@ def forward_flops(config: PretrainedConfig, lengths: Sequence[int]) -> float:
 def token_lengths(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[int]:
     """Each text's token count after truncation, special tokens included."""
     return [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+
+
+def reset_peak_memory() -> int:
+    """Reset the process's resident high-water mark (Linux VmHWM); returns the resident bytes now."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return psutil.Process().memory_info().rss
+
+
+def peak_memory() -> int:
+    """The process's resident high-water mark in bytes, since it started or since reset_peak_memory()."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import faiss
-import psutil
 import torch
-from common import best_seconds, machine
+from common import best_seconds, machine, peak_memory, reset_peak_memory
 
 from retrieval_exp.data import irds
 from retrieval_exp.models.bi_encoder import BiEncoder
@@ -52,13 +51,9 @@ def scifact_vectors() -> tuple[torch.Tensor, torch.Tensor]:
 
 def extra_memory(search: Callable[[], object]) -> int:
     """Bytes by which the process's peak resident size rose above its size before `search` ran."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # resets VmHWM to the current resident size
-    before = psutil.Process().memory_info().rss
+    before = reset_peak_memory()
     search()
-    with open("/proc/self/status") as status:
-        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
-    return peak - before
+    return peak_memory() - before
 
 
 def compare(name: str, queries: torch.Tensor, docs: torch.Tensor, k: int, chunk: int, repeats: int) -> None:

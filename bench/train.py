@@ -21,12 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import psutil
 import torch
-from common import forward_flops, machine, token_lengths
+from common import forward_flops, machine, peak_memory, reset_peak_memory, token_lengths
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoTokenizer
@@ -72,16 +72,17 @@ def training_flops(triples: list[Triple], max_length: int) -> float:
     return 3 * forward_flops(AutoConfig.from_pretrained(MODEL), lengths)
 
 
-def reset_peak() -> int:
-    """Reset the resident high-water mark; the resident size now."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-    return psutil.Process().memory_info().rss
+@dataclass
+class InOrder:
+    """The training loop's samples: the same triples, in the same order, every epoch."""
 
+    triples: list[Triple]
 
-def peak() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+    def __len__(self) -> int:
+        return len(self.triples)
+
+    def epoch(self, _: int) -> list[Triple]:
+        return self.triples
 
 
 class StepClock:
@@ -100,14 +101,13 @@ class StepClock:
 
 def run_ours(triples: list[Triple], args: argparse.Namespace, clock: StepClock) -> None:
     model = BiEncoder(MODEL, query_length=args.max_length, doc_length=args.max_length)
-    settings = TrainerSettings(max_steps=args.warmup + args.steps, batch_size=args.batch_size, log_every=1)
-    settings.checkpoint_every = settings.max_steps + 1
-    samples = type("InOrder", (), {"__len__": lambda _: len(triples), "epoch": lambda _, i: triples})()
+    steps = args.warmup + args.steps
+    settings = TrainerSettings(max_steps=steps, batch_size=args.batch_size, log_every=1, checkpoint_every=steps + 1)
     with tempfile.TemporaryDirectory() as checkpoints:
         train(
             model,
             InfoNCE(temperature=0.05),
-            samples,
+            InOrder(triples),
             instantiate(OmegaConf.load(OPTIMIZER), lr=LEARNING_RATE, weight_decay=0.0),
             partial(warmup_decay, warmup=0, decay="linear"),
             settings,
@@ -126,7 +126,7 @@ def peer_trainer(triples: list[Triple], args: argparse.Namespace, output_dir: st
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
-    class InOrder(DefaultBatchSampler):
+    class InOrderBatches(DefaultBatchSampler):
         def __iter__(self):  # noqa: ANN204
             for start in range(0, len(self) * self.batch_size, self.batch_size):
                 yield list(range(start, start + self.batch_size))
@@ -159,7 +159,7 @@ def peer_trainer(triples: list[Triple], args: argparse.Namespace, output_dir: st
         report_to="none",
         disable_tqdm=True,
         dataloader_drop_last=True,
-        batch_sampler=InOrder,
+        batch_sampler=InOrderBatches,
         use_cpu=True,
     )
     return SentenceTransformerTrainer(
@@ -195,10 +195,10 @@ def contender(name: str, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     triples = scifact_triples(args.batch_size * (args.warmup + args.steps))
     clock = StepClock()
-    loaded = reset_peak()
+    loaded = reset_peak_memory()
     (run_ours if name == "ours" else run_peer)(triples, args, clock)
     result = {"examples_per_second": clock.examples_per_second(args.warmup, args.batch_size)}
-    print(json.dumps(result | {"peak_mib": peak() / MiB, "extra_mib": (peak() - loaded) / MiB}))
+    print(json.dumps(result | {"peak_mib": peak_memory() / MiB, "extra_mib": (peak_memory() - loaded) / MiB}))
 
 
 def main() -> None:
