@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -127,7 +128,9 @@ def peer_trainer(triples: list[Triple], args: argparse.Namespace, output_dir: st
     from transformers import TrainerCallback
 
     class InOrderBatches(DefaultBatchSampler):
-        def __iter__(self):  # noqa: ANN204
+        """Batches of consecutive triples, in dataset order (the peer's default shuffles)."""
+
+        def __iter__(self) -> Iterator[list[int]]:
             for start in range(0, len(self) * self.batch_size, self.batch_size):
                 yield list(range(start, start + self.batch_size))
 
