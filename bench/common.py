@@ -75,3 +75,13 @@ def peak_memory() -> int:
     """The process's resident high-water mark in bytes, since it started or since reset_peak_memory()."""
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+
+
+def top_ops(work: Callable[[], object], rows: int = 8) -> str:
+    """Where `work`'s CPU time goes: total self time, then the `rows` costliest ops with their share and calls."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        work()
+    ops = sorted(profile.key_averages(), key=lambda op: -op.self_cpu_time_total)
+    total = sum(op.self_cpu_time_total for op in ops)
+    lines = [f"  {op.key:52}{op.self_cpu_time_total / total:7.1%}{op.count:8}" for op in ops[:rows]]
+    return "\n".join([f"  total self CPU time {total / 1e6:.2f} s; op, share, calls:", *lines])

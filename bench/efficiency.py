@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from common import best_seconds, forward_flops, machine, matmul_gflops, token_lengths
+from common import best_seconds, forward_flops, machine, matmul_gflops, token_lengths, top_ops
 from encode import scifact_documents
 from train import MODEL, StepClock, run_ours, scifact_triples, training_flops
 
@@ -61,11 +60,10 @@ def main() -> None:
 
 
 def profile_training(triples: list, args: argparse.Namespace) -> None:
-    """The ops that take a training step's CPU time, over three steps after one of warm-up."""
+    """The ops that take a training step's CPU time, over four steps (the first one warms up)."""
     args.warmup, args.steps = 1, 3
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        run_ours(triples[: args.batch_size * 4], args, StepClock())
-    print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print("training, 4 steps:")
+    print(top_ops(lambda: run_ours(triples[: args.batch_size * 4], args, StepClock()), rows=12))
 
 
 if __name__ == "__main__":

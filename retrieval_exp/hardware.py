@@ -45,7 +45,7 @@ class Hardware:
     def for_inference(self, model: torch.nn.Module) -> torch.nn.Module:
         """With `compile_inference`, compile `model`'s forward in place (dynamic shapes, for batches of any length).
 
-        Compiling MiniLM costs about 18 s once; then it encodes 1.16x as fast on CPU (bench/README.md), which pays
+        Compiling MiniLM costs 14-21 s once; then it encodes about 1.15x as fast on CPU (bench/README.md), which pays
         from a few thousand texts on. Training is left uncompiled: it measured slower on CPU. The weights and their
         names stay as they are, so the model saves and loads as before."""
         if self.compile_inference:
