@@ -15,7 +15,6 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import faiss
 import torch
@@ -23,10 +22,11 @@ from common import best_seconds, machine, peak_memory, reset_peak_memory
 
 from retrieval_exp.data import irds
 from retrieval_exp.models.bi_encoder import BiEncoder
+from retrieval_exp.retrieval.bm25 import default_index_root
 from retrieval_exp.retrieval.dense import exact_top_k
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-CACHE = Path.home() / ".cache" / "retrieval_exp" / "bench" / "scifact-all-MiniLM-L6-v2.pt"
+CACHE = default_index_root().parent / "bench" / "scifact-all-MiniLM-L6-v2.pt"  # the suite's cache root
 MiB = 2**20
 
 
