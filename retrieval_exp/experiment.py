@@ -183,7 +183,7 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
         "method": plan.method,
         "model": model,
         "dataset": cfg.data.test,
-        "train_dataset": cfg.data.train.dataset if plan.trains else "none",
+        "train_dataset": cfg.data.train.get("dataset") or cfg.data.train.get("path") if plan.trains else "none",
         "git_commit": git_commit(),
         "output_dir": str(out_dir.resolve()),
         "overrides": " ".join(overrides),

@@ -92,6 +92,8 @@ def validate(cfg: DictConfig) -> Plan:
     if needs_model:
         model = target_class(cfg.model, "model")
         require_available(cfg.model.name_or_path)
+        if cfg.model.get("lm"):  # a Revela model's language model
+            require_available(cfg.model.lm)
         if retriever.needs_encoder:
             _require_kind(model.kind, retriever.model_kinds, f"retriever={retriever.name} ranks with")
     plan = Plan(trains, needs_model, method)
@@ -124,7 +126,8 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
             f"loss {loss.name!r} needs {loss.batch_shape.value} batches, but data.train ({sampler.__name__}) "
             f"makes {sampler.batch_shape.value}: pick data that provides them"
         )
-    irds.require(cfg.data.train.dataset, *sampler.requires)
+    if sampler.requires:
+        irds.require(cfg.data.train.dataset, *sampler.requires)
     if cfg.data.train.get("selection"):
         target_class(cfg.data.train.selection, "data.train.selection")
         try:

@@ -19,6 +19,7 @@ _SESSION = Path(tempfile.mkdtemp(prefix="retrieval_exp-tests-"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["RETRIEVAL_EXP_CACHE"] = str(_SESSION / "cache")
 os.environ["RETRIEVAL_EXP_TINY_MODEL"] = str(_SESSION / "tiny_bert")
+os.environ["RETRIEVAL_EXP_TINY_LLAMA"] = str(_SESSION / "tiny_llama")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -28,14 +29,18 @@ from omegaconf import DictConfig  # noqa: E402
 TINY = ["model=tiny_bert", "data=tiny", "trainer.batch_size=4", "trainer.log_every=1", "hardware.encode_batch_size=8"]
 
 
+def fixture_words() -> list[str]:
+    words: set[str] = set()
+    for path in sorted((REPO / "tests" / "data").rglob("*.json*")):
+        words |= set(re.findall(r"[a-z0-9]+", path.read_text().lower()))
+    return sorted(words)
+
+
 def build_tiny_bert(folder: Path) -> None:
     """A 2-layer, 32-wide BERT with a vocabulary of the fixtures' words, randomly initialised with a fixed seed."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    words: set[str] = set()
-    for path in sorted((REPO / "tests" / "data").rglob("*.json*")):
-        words |= set(re.findall(r"[a-z0-9]+", path.read_text().lower()))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *fixture_words()]
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(vocab),
@@ -49,11 +54,49 @@ def build_tiny_bert(folder: Path) -> None:
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
 
 
+def build_tiny_llama(folder: Path) -> None:
+    """A 2-layer, 32-wide Llama (4 query heads sharing 2 key/value heads) with a word-level tokenizer of the
+    fixtures' words (lower-cased, punctuation split off), randomly initialised with a fixed seed."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = ["<pad>", "<unk>", "<s>", "</s>", *fixture_words()]
+    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    words.normalizer = normalizers.Lowercase()
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_bert() -> Path:
     folder = Path(os.environ["RETRIEVAL_EXP_TINY_MODEL"])
     if not (folder / "config.json").exists():
         build_tiny_bert(folder)
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_llama() -> Path:
+    folder = Path(os.environ["RETRIEVAL_EXP_TINY_LLAMA"])
+    if not (folder / "config.json").exists():
+        build_tiny_llama(folder)
     return folder
 
 

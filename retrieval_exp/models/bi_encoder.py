@@ -24,7 +24,7 @@ from retrieval_exp.models.hub import require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
 
 Side = Literal["query", "doc"]
-POOLINGS = ("cls", "mean", "pooler")
+POOLINGS = ("cls", "mean", "pooler", "eos")
 PLURALS = {"query": "queries", "doc": "docs"}
 HEAD_FILE = "projection.safetensors"
 
@@ -53,7 +53,10 @@ class TripleEmbeddings:
 
 
 class BiEncoder(torch.nn.Module):
-    """Shared-weight encoder with cls | mean | pooler pooling; queries and documents truncated separately.
+    """Shared-weight encoder with cls | mean | pooler | eos pooling; queries and documents truncated separately.
+
+    `eos` (decoder LMs as retrievers, RepLLaMA and Revela): every text ends with the tokenizer's EOS token, also when
+    truncated, and its last real token's state is the vector.
 
     `projection`: the pooled vector goes through Linear(hidden, projection) and Dropout(projection_dropout) before
     normalisation. A saved model folder carries its head's weights (projection.safetensors), loaded when the config
@@ -80,6 +83,9 @@ class BiEncoder(torch.nn.Module):
         require_kind(name_or_path, self.kind)
         self.encoder = AutoModel.from_pretrained(name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if pooling == "eos":
+            self.tokenizer.padding_side = "right"
+            self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
         self.pooling, self.normalize = pooling, normalize
         self.lengths = {"query": query_length, "doc": doc_length}
         self.prefixes = {"query": query_prefix, "doc": doc_prefix}
@@ -100,14 +106,14 @@ class BiEncoder(torch.nn.Module):
         self.head.load_state_dict(weights)
 
     def tokenize(self, texts: Sequence[str], side: Side) -> BatchEncoding:
-        prefix = self.prefixes[side]
-        return self.tokenizer(
-            [prefix + text for text in texts],
-            max_length=self.lengths[side],
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        )
+        texts = [self.prefixes[side] + text for text in texts]
+        if self.pooling != "eos":
+            return self.tokenizer(
+                texts, max_length=self.lengths[side], truncation=True, padding=True, return_tensors="pt"
+            )
+        rows = self.tokenizer(texts, max_length=self.lengths[side] - 1, truncation=True)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return self.tokenizer.pad({"input_ids": [row + [eos] for row in rows]}, return_tensors="pt")
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One vector per tokenised text."""
@@ -116,6 +122,9 @@ class BiEncoder(torch.nn.Module):
             vectors = output.pooler_output
         elif self.pooling == "cls":
             vectors = output.last_hidden_state[:, 0]
+        elif self.pooling == "eos":
+            last = tokens["attention_mask"].sum(1) - 1
+            vectors = output.last_hidden_state[torch.arange(last.shape[0], device=last.device), last]
         else:
             mask = tokens["attention_mask"].unsqueeze(-1).float()
             vectors = (output.last_hidden_state.float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

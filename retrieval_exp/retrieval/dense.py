@@ -45,7 +45,7 @@ class DenseRetriever:
 
     name = "dense"
     needs_encoder = True
-    model_kinds = ("bi_encoder",)
+    model_kinds = ("bi_encoder", "revela")  # a Revela model retrieves with its retriever
 
     def __init__(
         self, encoder: BiEncoder, hardware: Hardware, backend: str = "torch", chunk_size: int = 65_536

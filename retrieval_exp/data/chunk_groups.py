@@ -1,0 +1,146 @@
+"""Revela's training data: groups of text chunks, read from the authors' JSONL or built from any corpus.
+
+A group's chunks attend to each other in the LM, so a group should hold related text: the authors' Wikipedia groups
+are a seed chunk with its BM25 neighbours (METHODS.md 4.3), which `CorpusChunkGroups` builds from any ir_datasets
+corpus with Lucene BM25 (pyserini).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from retrieval_exp.batches import BatchShape
+from retrieval_exp.data import irds
+from retrieval_exp.data.irds import Corpus
+from retrieval_exp.errors import UserError
+from retrieval_exp.retrieval.bm25 import BM25
+from retrieval_exp.retrieval.run import ranked
+
+log = logging.getLogger(__name__)
+
+
+class ChunkGroups:
+    """Groups from a JSONL file, one per line: a list of texts, or {"src": ..., "text": [...]}. As the authors'
+    dataset class: the first `group_size` texts of each line, their order shuffled and the lines shuffled (seeded);
+    each later epoch reshuffles the lines. Lines with fewer texts are an error."""
+
+    batch_shape = BatchShape.CHUNK_GROUPS
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, path: str, group_size: int = 16, seed: int = 42) -> None:
+        self.path, self.group_size, self.seed = Path(path).expanduser(), group_size, seed
+        self._groups: list[tuple[str, ...]] | None = None
+
+    def groups(self) -> list[tuple[str, ...]]:
+        if self._groups is None:
+            self._groups = self._read(self.source())
+        return self._groups
+
+    def source(self) -> Path:
+        """The JSONL file to read."""
+        if not self.path.is_file():
+            raise UserError(f"chunk groups file {str(self.path)!r} does not exist: set data.train.path to a JSONL file")
+        return self.path
+
+    def _read(self, path: Path) -> list[tuple[str, ...]]:
+        rng = random.Random(self.seed)
+        groups = []
+        with path.open() as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                texts = list(row["text"] if isinstance(row, dict) else row)[: self.group_size]
+                if len(texts) < self.group_size:
+                    raise UserError(
+                        f"{path}:{number} has {len(texts)} texts, fewer than data.train.group_size={self.group_size}"
+                    )
+                rng.shuffle(texts)
+                groups.append(tuple(texts))
+        rng.shuffle(groups)
+        return groups
+
+    def __len__(self) -> int:
+        return len(self.groups())
+
+    def epoch(self, epoch: int) -> list[tuple[str, ...]]:
+        groups = list(self.groups())
+        if epoch:
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(groups)
+        return groups
+
+
+class CorpusChunkGroups(ChunkGroups):
+    """Groups built from `dataset`'s documents: each cut into chunks of `chunk_tokens` tokens of `tokenizer` (at
+    token boundaries, the last piece shorter); `groups` seed chunks drawn at random (seeded), each grouped with its
+    `group_size - 1` best BM25 neighbours among the other chunks, the seed chunk's text as the query.
+
+    The groups are written once to a JSONL file under `cache` (keyed by every setting), then read as ChunkGroups.
+    """
+
+    requires = ("docs",)
+
+    def __init__(
+        self,
+        dataset: str,
+        tokenizer: str,
+        bm25: BM25,
+        cache: str,
+        chunk_tokens: int = 157,
+        group_size: int = 16,
+        groups: int = 1000,
+        seed: int = 42,
+    ) -> None:
+        settings = [dataset, tokenizer, chunk_tokens, group_size, groups, seed, bm25.k1, bm25.b]
+        key = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:16]
+        super().__init__(str(Path(cache).expanduser() / f"{key}.jsonl"), group_size, seed)
+        self.dataset, self.tokenizer, self.bm25 = dataset, tokenizer, bm25
+        self.chunk_tokens, self.num_groups = chunk_tokens, groups
+
+    def source(self) -> Path:
+        if not self.path.is_file():
+            self._build()
+        return self.path
+
+    def _build(self) -> None:
+        chunks = self.chunks(irds.corpus(self.dataset))
+        rng = random.Random(self.seed)
+        seeds = rng.sample(range(len(chunks)), min(self.num_groups, len(chunks)))
+        queries = {chunks.ids[i]: chunks.texts[i] for i in seeds}
+        run = self.bm25.search(chunks, queries, self.group_size)
+        text_of = dict(zip(chunks.ids, chunks.texts))
+        lines = []
+        for seed_id in queries:
+            neighbours = [d for d, _ in ranked(run.get(seed_id, {})) if d != seed_id][: self.group_size - 1]
+            if len(neighbours) == self.group_size - 1:
+                lines.append(
+                    {
+                        "src": self.dataset,
+                        "seed": seed_id,
+                        "text": [text_of[seed_id]] + [text_of[d] for d in neighbours],
+                    }
+                )
+        log.info("%d chunk groups of %d from %d chunks of %s", len(lines), self.group_size, len(chunks), self.dataset)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        partial.rename(self.path)
+
+    def chunks(self, corpus: Corpus) -> Corpus:
+        """Every document cut into pieces of `chunk_tokens` tokens; chunk ids are <doc id>#<piece>."""
+        tokenizer: Any = AutoTokenizer.from_pretrained(self.tokenizer)
+        ids, texts = [], []
+        for doc_id, text in zip(corpus.ids, corpus.texts):
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            for piece, start in enumerate(range(0, len(offsets), self.chunk_tokens)):
+                window = offsets[start : start + self.chunk_tokens]
+                ids.append(f"{doc_id}#{piece}")
+                texts.append(text[window[0][0] : window[-1][1]])
+        return Corpus(f"{corpus.key}|chunks:{self.tokenizer}:{self.chunk_tokens}", ids, texts)
