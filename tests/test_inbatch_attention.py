@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from retrieval_exp.models.inbatch_attention import InBatchState, inbatch_output, use_inbatch_attention
 
@@ -30,6 +30,30 @@ def test_inactive_and_recording_passes_give_stock_logits() -> None:
     assert torch.equal(lm(**tokens()).logits, stock)
     assert torch.equal(lm(**tokens(), inbatch=state).logits, stock)
     assert sorted(state.recorded) == [0, 1] and state.recorded[0][0].shape == (3, 2, 7, 8)  # (N, kv heads, L, d)
+
+
+def tiny_qwen2() -> torch.nn.Module:
+    config = Qwen2Config(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config).eval()
+
+
+def test_qwen2_family_is_supported_too() -> None:
+    lm = tiny_qwen2()
+    stock = lm(**tokens()).logits
+    use_inbatch_attention(lm)
+    state = InBatchState(key_padding=tokens()["attention_mask"].bool())
+    assert torch.equal(lm(**tokens(), inbatch=state).logits, stock)
+    assert torch.equal(lm(**tokens(), inbatch=state.mixing(torch.zeros(3, 3))).logits, stock)
+    assert not torch.allclose(lm(**tokens(), inbatch=state.mixing(torch.eye(3).roll(1, 0))).logits, stock)
 
 
 def test_zero_weights_leave_the_lm_unchanged_and_other_weights_change_it() -> None:
