@@ -241,3 +241,21 @@ def test_paper_preset_runs_tiny_with_lora_on_both_models(tmp_path: Path) -> None
     assert run.data.params["model.lm_lora.r"] == "4" and run.data.params["model.retriever.pooling"] == "eos"
     saved = json.loads((tmp_path / "run" / "model" / "retrieval_exp.json").read_text())
     assert saved["pooling"] == "eos" and saved["prefixes"] == {"query": "query: ", "doc": "passage: "}
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    cfg = compose_config(*TINY_REVELA)
+    lora = {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False}
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = instantiate(cfg.model, freeze_lm=False, lm_lora=lora, lm_gradient_checkpointing=checkpointing)
+        model.train()
+        for module in model.modules():  # dropout off, so both passes compute the same thing
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        batch = model.collate(tiny_groups(1))
+        RevelaLoss(temperature=0.1, dual_loss=True).compute_loss(model.training_output(batch), batch).backward()
+        gradients.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys() and any("lm." in name for name in gradients[0])
+    assert all(torch.allclose(gradients[0][name], gradients[1][name], atol=1e-6) for name in gradients[0])

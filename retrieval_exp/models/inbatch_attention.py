@@ -90,8 +90,8 @@ def attention(
     if inbatch is None:
         return output, attention_weights
     layer = module.layer_idx
-    if inbatch.weights is None:
-        inbatch.recorded[layer] = (key, value)
+    if inbatch.weights is None:  # a recomputation (gradient checkpointing) keeps the first recording
+        inbatch.recorded.setdefault(layer, (key, value))
         return output, attention_weights
     keys, values = inbatch.recorded[layer]
     mixed = inbatch_output(query, keys, values, inbatch.key_padding, inbatch.weights, module.scaling, inbatch.v_norm)

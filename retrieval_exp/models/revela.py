@@ -71,6 +71,8 @@ class Revela(torch.nn.Module):
     LoRA (peft's LoraConfig keys, e.g. {r: 256, lora_alpha: 64, lora_dropout: 0.1, target_modules: [...]}) wraps
     either model when given; without it that model is fully trained, unless `freeze_lm`. Queries are the first
     `first_half_ratio` of each chunk's retriever tokens; the LM reads each chunk cut to `chunk_length` tokens.
+    `lm_gradient_checkpointing` recomputes the LM's layers in the backward pass instead of keeping their
+    activations (a trained LM keeps both passes' otherwise: 24 GiB and more for SmolLM2 on 16 x 157 tokens).
     Saving saves the retriever alone (LoRA merged), as a bi-encoder folder.
     """
 
@@ -87,6 +89,7 @@ class Revela(torch.nn.Module):
         chunk_length: int = 157,
         first_half_ratio: float = 0.5,
         lm_batch_size: int = 8,
+        lm_gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if freeze_lm and lm_lora:
@@ -99,6 +102,8 @@ class Revela(torch.nn.Module):
         self.lm.requires_grad_(not freeze_lm)
         if lm_lora:
             self.lm = _with_lora(self.lm, lm_lora)
+        if lm_gradient_checkpointing:
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.lm_tokenizer = AutoTokenizer.from_pretrained(lm)
         self.lm_tokenizer.padding_side = "right"
         self.lm_tokenizer.pad_token = self.lm_tokenizer.pad_token or self.lm_tokenizer.eos_token
@@ -183,7 +188,9 @@ class Revela(torch.nn.Module):
     def save(self, path: Path) -> None:
         """The retriever alone, LoRA merged into its weights, as a bi-encoder folder (load it with its model config,
         e.g. model=minilm model.name_or_path=<path>)."""
-        if hasattr(self.retriever.encoder, "merge_and_unload"):
+        from peft import PeftModel
+
+        if isinstance(self.retriever.encoder, PeftModel):
             self.retriever.encoder = self.retriever.encoder.merge_and_unload()
         self.retriever.save(path)
 
