@@ -192,5 +192,7 @@ def test_bad_references_fail_with_one_line(tmp_path: Path) -> None:
 def test_a_cross_encoder_cannot_search_the_whole_corpus(tmp_path: Path) -> None:
     done = launch(tmp_path, "model=tiny_cross", "train=false")
     assert done.returncode == 2
-    assert "error: retriever=dense ranks with bi_encoder or revela models, but the model is a cross_encoder" in done.stderr
+    assert (
+        "error: retriever=dense ranks with bi_encoder or revela models, but the model is a cross_encoder" in done.stderr
+    )
     assert "retriever=rerank" in done.stderr

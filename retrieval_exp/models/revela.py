@@ -19,7 +19,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding
 
 from retrieval_exp.errors import UserError
 from retrieval_exp.models.bi_encoder import BiEncoder, Side
-from retrieval_exp.models.hub import require_available
 from retrieval_exp.models.inbatch_attention import InBatchState, use_inbatch_attention
 
 ChunkGroup = Sequence[str]
@@ -94,7 +93,6 @@ class Revela(torch.nn.Module):
         super().__init__()
         if freeze_lm and lm_lora:
             raise UserError("model.freeze_lm=true trains no LM weights, so model.lm_lora has nothing to do: set one")
-        require_available(lm)
         self.retriever = BiEncoder(name_or_path, **(retriever or {}))
         if retriever_lora:
             self.retriever.encoder = _with_lora(self.retriever.encoder, retriever_lora)
