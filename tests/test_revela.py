@@ -11,7 +11,6 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM
 
 from retrieval_exp.data import irds
@@ -21,6 +20,7 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.losses.lm_supervised import ReplugLoss, RevelaLoss
 from retrieval_exp.models.bi_encoder import BiEncoder
 from tests.conftest import TINY_DATA, compose_config, launch
+from tests.test_launch import runs
 
 TINY_REVELA = ["model=tiny_revela", "data=tiny_chunk_groups"]
 
@@ -189,11 +189,6 @@ def test_corpus_groups_are_bm25_neighbours_and_deterministic_under_a_seed(tmp_pa
     assert line["src"] == "tiny/train" and line["seed"].count("#") == 1
     text = " ".join(irds.corpus("tiny/train").texts)
     assert all(chunk in text for group in first for chunk in group)  # chunks are pieces of the documents
-
-
-def runs(workdir: Path) -> list:  # noqa: ANN201
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
-    return client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
 
 
 @pytest.mark.parametrize("loss", ["revela", "replug"])
