@@ -7,7 +7,9 @@ has no metrics.json (nor agreement.tsv, the teacher-agreement table of distillat
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import resource
 import shutil
 import sys
@@ -23,18 +25,30 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from retrieval_exp.agreement import teacher_agreement, write_table
+from retrieval_exp.cluster.job import slurm_tags
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, write_outputs
 from retrieval_exp.hardware import Hardware, seed_everything
+from retrieval_exp.prefetch import prefetch
 from retrieval_exp.retrieval.rerank import Reranker
 from retrieval_exp.retrieval.run import write_trec
-from retrieval_exp.tracking.mlflow_run import TrackedRun, flatten, git_commit, open_experiment, system_metrics
+from retrieval_exp.tracking.mlflow_run import (
+    UNTRACKED,
+    TrackedRun,
+    flatten,
+    git_commit,
+    open_experiment,
+    system_metrics,
+)
 from retrieval_exp.tracking.references import resolve_references
 from retrieval_exp.tracking.sweep import current_sweep
+from retrieval_exp.training import distributed
+from retrieval_exp.training.distributed import Ranks
 from retrieval_exp.training.loop import TrainerSettings, train
+from retrieval_exp.training.preemption import Preempted
 from retrieval_exp.validation import Plan, require_complete, validate
 
 log = logging.getLogger(__name__)
@@ -49,6 +63,8 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
     in_sweep = current_sweep() is not None
     try:
         return run(cfg)
+    except Preempted as stop:  # state saved; SLURM (or the same command) resumes it
+        stop.hand_over()
     except Exception as err:
         bad_input = _user_error(err)
         if bad_input:
@@ -70,28 +86,54 @@ def _user_error(err: BaseException | None) -> UserError | None:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Run one experiment and return its aggregate measures."""
+    """Run one experiment and return its aggregate measures. A run that already finished in this directory (the
+    same config) is not run again: its measures are returned."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    finished = _finished(out_dir)
+    if finished is not None:
+        return finished
+    if cfg.get("prefetch") and not os.environ.get("HF_HUB_OFFLINE"):
+        prefetch(cfg)
     register_all(cfg.data.get("register"))
     require_complete(cfg)
     sources = resolve_references(cfg, cfg.tracking.uri, Path(cfg.paths.cache))
     plan = validate(cfg)
+    ranks = distributed.start(cfg.hardware.device)
     hardware: Hardware = instantiate(cfg.hardware)
     seed_everything(cfg.seed)
+    if not ranks.is_main:  # another process of a data-parallel job: it trains, rank 0 records and evaluates
+        model = instantiate(cfg.model).to(hardware.torch_device)
+        _train(cfg, plan, model, hardware, out_dir, UNTRACKED, ranks)
+        return {}
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     started = time.perf_counter()
     with _tracked(cfg, plan, out_dir) as tracked:
         tracked.set_tags({f"source.{key}": run_id for key, run_id in sources.items()})
-        metrics = _execute(cfg, plan, hardware, out_dir, tracked)
+        metrics = _execute(cfg, plan, hardware, out_dir, tracked, ranks)
     _print_summary(cfg, plan, metrics, out_dir, tracked, time.perf_counter() - started)
     return metrics
 
 
-def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun) -> dict[str, float]:
+def _finished(out_dir: Path) -> dict[str, float] | None:
+    """The measures of the run that finished in `out_dir`, or None."""
+    metrics, run_id = out_dir / "metrics.json", out_dir / RUN_ID_FILE
+    if not (metrics.is_file() and run_id.is_file()):
+        return None
+    print(
+        f"already finished in {out_dir} (MLflow run {run_id.read_text()}): not run again. A changed config runs in a "
+        "directory of its own (add e.g. +attempt=2 to repeat this one)",
+        file=sys.stderr,
+    )
+    return json.loads(metrics.read_text())
+
+
+def _execute(
+    cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun, ranks: Ranks
+) -> dict[str, float]:
     model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
     build_retriever = instantiate(cfg.retriever, _partial_=True)  # before training: a bad retriever fails first
     if plan.trains:
-        samples = _train(cfg, plan, model, hardware, out_dir, tracked)
+        samples = _train(cfg, plan, model, hardware, out_dir, tracked, ranks)
         if cfg.get("agreement"):
             _teacher_agreement(cfg, model, samples, hardware, out_dir, tracked)
         if cfg.save_model:
@@ -122,12 +164,16 @@ def _execute(cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tra
     return evaluation.metrics
 
 
-def _train(cfg: DictConfig, plan: Plan, model: Any, hardware: Hardware, out_dir: Path, tracked: TrackedRun) -> Any:
+def _train(
+    cfg: DictConfig, plan: Plan, model: Any, hardware: Hardware, out_dir: Path, tracked: TrackedRun, ranks: Ranks
+) -> Any:
     """Train `model` in place; returns the training samples (with the teacher's scores when the loss needs them)."""
-    samples = instantiate(cfg.data.train)
+    with ranks.main_first():  # rank 0 fills the caches (mined negatives, teacher scores); the others then read them
+        samples = instantiate(cfg.data.train)
+        if plan.needs_teacher:
+            teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+            samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
     if plan.needs_teacher:
-        teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
-        samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
         tracked.log_metrics(samples.report)
         tracked.log_artifacts([samples.teacher_file], "teacher")
     validator = instantiate(cfg.validation) if cfg.get("validation") else None
@@ -142,6 +188,7 @@ def _train(cfg: DictConfig, plan: Plan, model: Any, hardware: Hardware, out_dir:
         out_dir / "checkpoints",
         tracked.log_metrics,
         validator,
+        ranks,
     )
     if validator and validator.best is not None:
         tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
@@ -171,8 +218,9 @@ def _teacher_agreement(
 
 @contextmanager
 def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]:
-    """The run's MLflow record, ended FINISHED, or FAILED (and metrics.json removed) on any error. A run resumed
-    from a checkpoint in the same output directory continues its MLflow run."""
+    """The run's MLflow record, ended FINISHED, or FAILED (and metrics.json removed) on any error; KILLED when a
+    signal stopped it after a checkpoint. A run resumed from a checkpoint in the same output directory continues
+    its MLflow run."""
     client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.experiment)
     id_file = out_dir / RUN_ID_FILE
     resuming = id_file.is_file() and (out_dir / "checkpoints").is_dir()
@@ -193,10 +241,15 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     name = " · ".join([plan.method, Path(model).name, cfg.data.name, *(overrides if sweep else [])])
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     tracked = TrackedRun.start(client, experiment_id, name, tags, params, id_file.read_text() if resuming else None)
+    tracked.set_tags(slurm_tags())  # again on each requeue: the job's current log and restart count
     id_file.write_text(tracked.run_id)
     try:
         with system_metrics(tracked, cfg.tracking.get("system_metrics_every"), resuming):
             yield tracked
+    except Preempted as stop:
+        tracked.set_tags({"stopped": str(stop)})
+        tracked.finish("KILLED")  # until the requeued job sets it running again
+        raise
     except BaseException as err:
         for name in ("metrics.json", AGREEMENT_FILE):
             (out_dir / name).unlink(missing_ok=True)

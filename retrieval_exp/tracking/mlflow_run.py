@@ -124,6 +124,25 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, status=status)
 
 
+class Untracked(TrackedRun):
+    """Records nothing: the stand-in on the processes of a data-parallel job other than rank 0."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def log_artifacts(self, paths: Iterable[Path], folder: str | None = None) -> None:
+        pass
+
+
+UNTRACKED = Untracked()
+
+
 @contextmanager
 def system_metrics(run: TrackedRun, every_seconds: float | None, resume: bool) -> Iterator[None]:
     """While the block runs, sample CPU, memory, disk, network (and GPU) use into the run as `system/*` metrics

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retrieval_exp.tracking.mlflow_run import git_commit, open_experiment
 
@@ -57,15 +57,30 @@ def _metrics(job: Path) -> dict[str, float] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _pin_sweep_dir(config: DictConfig) -> str:
+    """Resolve hydra.sweep.dir once, on the master config, and hand it to every job as a Hydra override: each job
+    recomposes its config, and a directory named by the config (`${config_key:sweep}`) would otherwise be named by
+    the job's config, not the sweep's."""
+    sweep_dir = str(config.hydra.sweep.dir)
+    with open_dict(config):
+        config.hydra.sweep.dir = sweep_dir
+        config.hydra.overrides.hydra.append(f"hydra.sweep.dir={sweep_dir}")
+    return sweep_dir
+
+
 class SweepTracking(Callback):
     """Registered under hydra.callbacks in conf/config.yaml."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = Path(_pin_sweep_dir(config))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         client, experiment_id = open_experiment(
             config.tracking.uri, config.tracking.artifact_root, config.tracking.experiment
         )
+        if (sweep_dir / SWEEP_FILE).is_file():  # the same sweep launched again: it continues, under its parent run
+            sweep = Sweep(**json.loads((sweep_dir / SWEEP_FILE).read_text()))
+            client.update_run(sweep.parent_run_id, status="RUNNING")
+            return
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"
         tags = {
             "sweep_id": sweep_id,

@@ -1,9 +1,12 @@
 """The training loop shared by every method: AdamW-style optimiser, warmup/decay, gradient accumulation and
-clipping, bf16 autocast, periodic checkpoints and resume at the exact step."""
+clipping, bf16 autocast, data-parallel processes, periodic checkpoints, a checkpoint at the step a stop signal
+arrives in, and resume at the exact step."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -18,7 +22,9 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.training import checkpoint
+from retrieval_exp.training.distributed import SINGLE_PROCESS, Ranks, data_parallel
 from retrieval_exp.training.optim import parameter_groups
+from retrieval_exp.training.preemption import DeferredStop, Preempted
 from retrieval_exp.training.rerank_validation import RerankValidation
 
 log = logging.getLogger(__name__)
@@ -26,7 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainerSettings:
-    """The `trainer` config node. One step = batch_size x grad_accum examples; max_steps overrides epochs."""
+    """The `trainer` config node. One step = batch_size x grad_accum examples (over all processes); max_steps
+    overrides epochs. `gather_across_ranks`: the loss of each process sees the batch of every process."""
 
     epochs: int = 1
     max_steps: int | None = None
@@ -36,6 +43,7 @@ class TrainerSettings:
     checkpoint_every: int = 100
     log_every: int = 10
     no_decay_bias_and_norm: bool = False
+    gather_across_ranks: bool = False
 
 
 @dataclass
@@ -57,13 +65,16 @@ def train(
     checkpoint_dir: Path,
     on_metrics: Callable[[dict[str, float], int], None],
     validator: RerankValidation | None = None,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> TrainingResult:
     """Train `model` on `samples` (an object with len() and epoch(i) -> examples) and return what it took.
 
     Resumes from checkpoint_dir/last.pt when present. Batches have a fixed size (the last partial one of an epoch
     is dropped), because in-batch losses compare across the batch. With a `validator`, validates every
     `validator.every` steps and at the end, stops early when its patience runs out, and ends with the best-validated
-    weights.
+    weights. Over several `ranks`, each trains on its slice of every batch through DDP, every rank validates (same
+    weights, same decision) and rank 0 writes the checkpoints. SIGTERM, SIGUSR1 or SIGUSR2 ends training after the
+    optimizer step in progress, with a checkpoint, by raising Preempted.
     """
     per_step = settings.batch_size * settings.grad_accum
     steps_per_epoch = len(samples) // per_step
@@ -75,23 +86,27 @@ def train(
     total_steps = settings.max_steps or settings.epochs * steps_per_epoch
     optimizer = optimizer_factory(params=parameter_groups(model, settings.no_decay_bias_and_norm))
     scheduler = scheduler_factory(optimizer=optimizer, total_steps=total_steps)
-    step = _resume(checkpoint_dir, model, optimizer, scheduler, validator)
+    window = LogWindow(hardware.torch_device)
+    step = _resume(checkpoint_dir, model, optimizer, scheduler, validator, window)
     resumed_from = step
     if step:
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint_dir / checkpoint.LAST)
+    forward = data_parallel(model, ranks, hardware.torch_device)
+    scale = ranks.world if settings.gather_across_ranks else 1  # DDP averages; the gathered loss is already global
     model.train()
     started = time.perf_counter()
-    running = torch.zeros((), device=hardware.torch_device)
-    running_terms: dict[str, torch.Tensor] = {}
     stopped = False
-    with tqdm(total=total_steps, initial=step, desc="train", unit="step") as progress:
+    with (
+        tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not ranks.is_main) as progress,
+        DeferredStop() as stop,
+    ):
         while step < total_steps and not stopped:
             epoch, offset = divmod(step, steps_per_epoch)
             examples = samples.epoch(epoch)[offset * per_step : steps_per_epoch * per_step]
             batches = iter(
                 DataLoader(
                     examples,
-                    batch_size=settings.batch_size,
+                    batch_sampler=ranks.shard(len(examples), settings.batch_size),
                     collate_fn=model.collate,
                     num_workers=hardware.dataloader_workers,
                     pin_memory=hardware.torch_device.type == "cuda",
@@ -99,14 +114,16 @@ def train(
                 )
             )
             for _ in range(min(steps_per_epoch - offset, total_steps - step)):
-                for _ in range(settings.grad_accum):
+                for micro in range(settings.grad_accum):
                     batch = next(batches).to(hardware.torch_device)
-                    with hardware.autocast():
-                        value = loss.compute_loss(model.training_output(batch), batch) / settings.grad_accum
-                    value.backward()
-                    running += value.detach()
-                    for name, term in loss.terms.items():
-                        running_terms[name] = running_terms.get(name, 0) + term / settings.grad_accum
+                    last = micro == settings.grad_accum - 1
+                    with _synchronised(forward, last), hardware.autocast():
+                        output = forward(batch)
+                        if settings.gather_across_ranks:
+                            output, batch = ranks.gather(output), ranks.gather(batch)
+                        value = loss.compute_loss(output, batch) / settings.grad_accum
+                        (value * scale).backward()
+                    window.add(value, loss.terms, settings.grad_accum)
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
@@ -115,17 +132,19 @@ def train(
                 step += 1
                 progress.update()
                 if step % settings.log_every == 0 or step == total_steps:
-                    steps_logged = step % settings.log_every or settings.log_every
-                    metrics = {"train/loss": running.item() / steps_logged, "train/lr": scheduler.get_last_lr()[0]}
-                    metrics |= {f"train/{name}": term.item() / steps_logged for name, term in running_terms.items()}
+                    metrics = window.take(ranks, step % settings.log_every or settings.log_every)
+                    metrics["train/lr"] = scheduler.get_last_lr()[0]
                     progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                     on_metrics(metrics, step)
-                    running.zero_()
-                    running_terms.clear()
                 if validator and (step % validator.every == 0 or step == total_steps):
-                    stopped = _validate(validator, model, hardware, step, checkpoint_dir, on_metrics)
-                if step % settings.checkpoint_every == 0 or step == total_steps or stopped:
-                    _save(checkpoint_dir, step, model, optimizer, scheduler, validator)
+                    stopped = _validate(validator, model, hardware, step, checkpoint_dir, on_metrics, ranks)
+                signalled = ranks.any(stop.signum is not None, hardware.torch_device)
+                if step % settings.checkpoint_every == 0 or step == total_steps or stopped or signalled:
+                    if ranks.is_main:
+                        _save(checkpoint_dir, step, model, optimizer, scheduler, validator, window)
+                    ranks.barrier()
+                if signalled:
+                    raise Preempted(stop.signum or signal.SIGTERM, step)
                 if stopped:
                     log.info(
                         "early stop at step %d: best %s %.4f at step %d",
@@ -142,6 +161,38 @@ def train(
     return TrainingResult(step, seconds, trained / seconds if seconds else 0.0, resumed_from)
 
 
+class LogWindow:
+    """The training loss (and a composite loss's terms) summed since the last log. Checkpoints keep it, so a resumed
+    run logs the values an uninterrupted one does."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, value: torch.Tensor, terms: dict[str, torch.Tensor], grad_accum: int) -> None:
+        for name, part in {"loss": value, **{name: term / grad_accum for name, term in terms.items()}}.items():
+            self.sums[name] = self.sums.get(name, torch.zeros((), device=self.device)) + part.detach()
+
+    def take(self, ranks: Ranks, steps: int) -> dict[str, float]:
+        """The mean per step over the last `steps` steps (and over the ranks), and a fresh window."""
+        metrics = {f"train/{name}": ranks.mean(total).item() / steps for name, total in self.sums.items()}
+        self.sums = {}
+        return metrics
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: total.cpu() for name, total in self.sums.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.sums = {name: total.to(self.device) for name, total in state.items()}
+
+
+def _synchronised(forward: torch.nn.Module, last_micro_batch: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP synchronises gradients on the last micro-batch of a step only."""
+    if isinstance(forward, DistributedDataParallel) and not last_micro_batch:
+        return forward.no_sync()
+    return contextlib.nullcontext()
+
+
 def _validate(
     validator: RerankValidation,
     model: Any,
@@ -149,24 +200,29 @@ def _validate(
     step: int,
     checkpoint_dir: Path,
     on_metrics: Callable[[dict[str, float], int], None],
+    ranks: Ranks,
 ) -> bool:
     """Validate; keep the weights when they are the best so far. True when training should stop."""
     value = validator.score(model, hardware)
     on_metrics({f"val/{validator.measure}": value}, step)
-    if validator.update(value, step):
+    if validator.update(value, step) and ranks.is_main:
         checkpoint.save(checkpoint_dir, {"step": step, "model": model.state_dict()}, checkpoint.BEST)
     return validator.exhausted
 
 
-def _save(directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any, validator: Any) -> None:
+def _save(
+    directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any, validator: Any, window: LogWindow
+) -> None:
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    state |= {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+    state |= {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "log_window": window.state_dict()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     if validator:
         state["validation"] = validator.state_dict()
     checkpoint.save(directory, state)
 
 
-def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, validator: Any) -> int:
+def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, validator: Any, window: LogWindow) -> int:
     state = checkpoint.load(directory)
     if state is None:
         return 0
@@ -174,6 +230,9 @@ def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, validat
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    window.load_state_dict(state.get("log_window", {}))
     if validator and "validation" in state:
         validator.load_state_dict(state["validation"])
     return int(state["step"])
