@@ -25,7 +25,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from retrieval_exp.agreement import teacher_agreement, write_table
-from retrieval_exp.cluster.job import slurm_tags
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
@@ -44,6 +43,7 @@ from retrieval_exp.tracking.mlflow_run import (
     system_metrics,
 )
 from retrieval_exp.tracking.references import resolve_references
+from retrieval_exp.tracking.slurm import slurm_tags
 from retrieval_exp.tracking.sweep import current_sweep
 from retrieval_exp.training import distributed
 from retrieval_exp.training.distributed import Ranks

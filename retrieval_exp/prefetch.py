@@ -25,15 +25,14 @@ DATASET_PARTS = ("docs", "queries", "qrels", "docpairs", "scoreddocs")
 
 def needs(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """The Hugging Face hub ids and the ir_datasets ids the config names (local folders and MLflow runs left out)."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    tree.pop("hydra", None)
+    tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
     models = sorted({v for k, v in _items(tree) if k in MODEL_KEYS and _is_hub_id(v)})
     datasets = sorted({v for k, v in _items(tree) if k in DATASET_KEYS and isinstance(v, str)})
     return models, datasets
 
 
-def prefetch(cfg: DictConfig) -> None:
-    """Download what `needs(cfg)` lists into the ordinary caches (HF_HOME, IR_DATASETS_HOME)."""
+def prefetch(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """Download what `needs(cfg)` lists into the ordinary caches (HF_HOME, IR_DATASETS_HOME); returns the lists."""
     register_all(cfg.data.get("register"))
     models, datasets = needs(cfg)
     for model in models:
@@ -45,6 +44,7 @@ def prefetch(cfg: DictConfig) -> None:
         for part in DATASET_PARTS:
             if getattr(dataset, f"has_{part}")():
                 next(iter(getattr(dataset, f"{part}_iter")()), None)  # the first item downloads the whole part
+    return models, datasets
 
 
 def _items(tree: Any) -> Iterator[tuple[str, Any]]:

@@ -110,7 +110,19 @@ def launch(
     workdir: Path, *overrides: str, multirun: bool = False, env: dict[str, str] | None = None, tiny: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """`python launch.py` from the repository root, tracking into `workdir`."""
-    command = [
+    return subprocess.run(
+        launch_command(workdir, *overrides, multirun=multirun, tiny=tiny),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def launch_command(workdir: Path, *overrides: str, multirun: bool = False, tiny: bool = True) -> list[str]:
+    """The command line of `launch`."""
+    return [
         sys.executable,
         "launch.py",
         *(["-m"] if multirun else []),
@@ -122,6 +134,3 @@ def launch(
         *(TINY if tiny else []),
         *overrides,
     ]
-    return subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
-    )

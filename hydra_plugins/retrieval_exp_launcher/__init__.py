@@ -1,7 +1,9 @@
-"""The SLURM launcher of conf/hydra/launcher/slurm.yaml: hydra-submitit-launcher's, plus `+prefetch=true`."""
+"""The SLURM launcher of conf/hydra/launcher/slurm.yaml (Hydra takes launchers from the hydra_plugins package):
+hydra-submitit-launcher's, plus `+prefetch=true`."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
@@ -22,7 +24,15 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         if self.config.get("prefetch"):
+            models, datasets = set(), set()
             for overrides in job_overrides:
-                prefetch(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides)))
+                fetched = prefetch(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides)))
+                models |= set(fetched[0])
+                datasets |= set(fetched[1])
+            print(
+                f"prefetched for {len(job_overrides)} jobs: models {sorted(models)}, datasets {sorted(datasets)}; "
+                "the jobs run offline (HF_HUB_OFFLINE=1)",
+                file=sys.stderr,
+            )
             self.params["setup"] = [*(self.params.get("setup") or []), OFFLINE]
         return super().launch(job_overrides, initial_job_idx)
