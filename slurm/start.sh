@@ -17,6 +17,7 @@ wait_for() {  # wait_for WHAT COMMAND...: up to 30 s
 }
 
 mkdir -p "$state"/{ctld,spool,log,munge,mysql}
+chmod 755 "$state"   # the daemons run as slurm, munge and mysql
 chown slurm:slurm "$state"/{ctld,spool,log}
 chown munge:munge "$state/munge" && chmod 700 "$state/munge"
 chown mysql:mysql "$state/mysql"

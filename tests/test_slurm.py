@@ -39,9 +39,16 @@ def slurm_command(env: dict[str, str], *args: str) -> str:
     return subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
 
 
-def test_a_sweep_runs_as_a_job_array_and_records_each_job(tmp_path: Path, slurm: dict[str, str]) -> None:
-    done = launch(tmp_path, ON_SLURM, "optim.lr=1e-5,3e-5", "trainer.max_steps=2", multirun=True, env=slurm)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_a_detached_sweep_runs_as_a_job_array_and_records_each_job(tmp_path: Path, slurm: dict[str, str]) -> None:
+    command = launch_command(tmp_path, ON_SLURM, "optim.lr=1e-5,3e-5", "trainer.max_steps=2", multirun=True)
+    env = {**os.environ, **slurm, "RETRIEVAL_EXP_LAUNCHER_LOGS": str(tmp_path / "logs")}
+    detached = subprocess.run(["bash", "slurm/detach.sh", *command[2:]], cwd=REPO, env=env, capture_output=True)
+    pid, log = re.fullmatch(r"launcher PID (\d+) \(log: (.+)\)\n", detached.stdout.decode()).groups()
+    deadline = time.monotonic() + 600
+    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the detached launcher did not finish"
+        time.sleep(0.5)
+    assert "sweep " in Path(log).read_text() and "failed" not in Path(log).read_text()
     children = [run for run in runs(tmp_path) if run.data.tags.get("sweep_parent") != "true"]
     assert len(children) == 2 and all(run.info.status == "FINISHED" for run in children)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
