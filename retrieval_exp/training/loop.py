@@ -117,12 +117,13 @@ def train(
                 for micro in range(settings.grad_accum):
                     batch = next(batches).to(hardware.torch_device)
                     last = micro == settings.grad_accum - 1
-                    with _synchronised(forward, last), hardware.autocast():
-                        output = forward(batch)
-                        if settings.gather_across_ranks:
-                            output, batch = ranks.gather(output), ranks.gather(batch)
-                        value = loss.compute_loss(output, batch) / settings.grad_accum
-                        (value * scale).backward()
+                    with _synchronised(forward, last):
+                        with hardware.autocast():
+                            output = forward(batch)
+                            if settings.gather_across_ranks:
+                                output, batch = ranks.gather(output), ranks.gather(batch)
+                            value = loss.compute_loss(output, batch) / settings.grad_accum
+                        (value * scale).backward()  # outside autocast, as torch recommends
                     window.add(value, loss.terms, settings.grad_accum)
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
