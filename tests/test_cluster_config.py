@@ -4,6 +4,7 @@ directories named by the config, a finished run not run twice, and what +prefetc
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -42,6 +43,15 @@ def test_a_site_file_sets_its_own_values_over_hardware_slurm(tmp_path: Path) -> 
     )
     assert launcher.setup[0] == "module load cuda/12.4" and launcher.additional_parameters.constraint == "a100"
     assert launcher._target_ == "hydra_plugins.retrieval_exp_launcher.SlurmLauncher"
+
+
+def test_hardware_slurm_without_sbatch_is_one_clear_error(tmp_path: Path) -> None:
+    python_only = tmp_path / "bin"
+    python_only.mkdir()
+    (python_only / "python").symlink_to(Path(sys.executable).resolve())
+    done = launch(tmp_path, "hardware=slurm_cpu", "seed=1,2", multirun=True, env={"PATH": str(python_only)})
+    assert done.returncode == 2 and "hardware=slurm submits with sbatch, which is not on PATH" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "mlflow.db").exists()  # no sweep run was started
 
 
 def key(*overrides: str, kind: str = "run") -> str:

@@ -9,6 +9,8 @@ summary.tsv, logs it to the parent, and ends the parent FAILED (and the process 
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +59,17 @@ def _metrics(job: Path) -> dict[str, float] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _require_sbatch(config: DictConfig) -> None:
+    """A SLURM sweep where sbatch is missing ends with one line, before the sweep's parent run is created."""
+    if str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        print(
+            "error: hardware=slurm submits with sbatch, which is not on PATH: launch from a SLURM login node (or start "
+            "the test cluster: bash slurm/start.sh), or run here with hardware=cpu or hardware=gpu",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def _pin_sweep_dir(config: DictConfig) -> str:
     """Resolve hydra.sweep.dir once, on the master config, and hand it to every job as a Hydra override: each job
     recomposes its config, and a directory named by the config (`${config_key:sweep}`) would otherwise be named by
@@ -72,6 +85,7 @@ class SweepTracking(Callback):
     """Registered under hydra.callbacks in conf/config.yaml."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_sbatch(config)
         sweep_dir = Path(_pin_sweep_dir(config))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         client, experiment_id = open_experiment(
