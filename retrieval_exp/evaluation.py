@@ -68,3 +68,9 @@ def write_outputs(evaluation: Evaluation, out_dir: Path, tag: str) -> None:
     partial = out_dir / "metrics.json.partial"
     partial.write_text(json.dumps(evaluation.metrics, indent=2) + "\n")
     os.replace(partial, out_dir / "metrics.json")
+
+
+def read_metrics(out_dir: Path) -> dict[str, float] | None:
+    """The measures a finished run left in `out_dir` (write_outputs' metrics.json), or None."""
+    path = out_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -7,7 +7,6 @@ has no metrics.json (nor agreement.tsv, the teacher-agreement table of distillat
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
@@ -29,7 +28,7 @@ from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
-from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, write_outputs
+from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, read_metrics, write_outputs
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.prefetch import prefetch
 from retrieval_exp.retrieval.rerank import Reranker
@@ -116,15 +115,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 def _finished(out_dir: Path) -> dict[str, float] | None:
     """The measures of the run that finished in `out_dir`, or None."""
-    metrics, run_id = out_dir / "metrics.json", out_dir / RUN_ID_FILE
-    if not (metrics.is_file() and run_id.is_file()):
+    metrics, run_id = read_metrics(out_dir), out_dir / RUN_ID_FILE
+    if metrics is None or not run_id.is_file():
         return None
     print(
         f"already finished in {out_dir} (MLflow run {run_id.read_text()}): not run again. A changed config runs in a "
         "directory of its own (add e.g. +attempt=2 to repeat this one)",
         file=sys.stderr,
     )
-    return json.loads(metrics.read_text())
+    return metrics
 
 
 def _execute(

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from retrieval_exp.evaluation import read_metrics
 from retrieval_exp.tracking.mlflow_run import git_commit, open_experiment
 
 SWEEP_FILE = "sweep.json"
@@ -44,7 +45,7 @@ def current_sweep() -> Sweep | None:
 def summarize(sweep_dir: Path) -> tuple[list[str], list[list[str]]]:
     """Header and one row per job: number, overrides, status, then each measure of its metrics.json."""
     jobs = sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=lambda d: (len(d.name), d.name))
-    results = {job: _metrics(job) for job in jobs}
+    results = {job: read_metrics(job) for job in jobs}
     measures = sorted({m for metrics in results.values() if metrics for m in metrics})
     rows = []
     for job, metrics in results.items():
@@ -52,11 +53,6 @@ def summarize(sweep_dir: Path) -> tuple[list[str], list[list[str]]]:
         values = [f"{metrics[m]:.4f}" if metrics and m in metrics else "" for m in measures]
         rows.append([job.name, overrides, "finished" if metrics else "failed", *values])
     return ["job", "overrides", "status", *measures], rows
-
-
-def _metrics(job: Path) -> dict[str, float] | None:
-    path = job / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _require_sbatch(config: DictConfig) -> None:
