@@ -29,7 +29,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help="ir_datasets id with qrels, e.g. beir/scifact/test")
     parser.add_argument("--measures", nargs="+", default=["nDCG@10", "R@100", "RR@10"])
     parser.add_argument("--depth", type=int, default=1000, help="documents per query that count (default 1000)")
-    parser.add_argument("--keep-identical-ids", action="store_true", help="keep a document whose id is the query's")
+    parser.add_argument("--ignore-identical-ids", action="store_true",
+                        help="drop a document whose id is the query's (only where queries are documents)")  # fmt: skip
     parser.add_argument("--register", action="append", default=[], metavar="ID=FOLDER[:SPLIT]",
                         help="register a local BEIR folder as an ir_datasets id first")  # fmt: skip
     parser.add_argument("--out", type=Path, help="directory for run.trec, perquery.tsv, metrics.json")
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             folder, _, split = location.partition(":")
             register_beir_folder(dataset_id, folder, split or None)
         irds.require(args.dataset, "qrels")
-        run = cut(_read(args.run), args.depth, not args.keep_identical_ids)
+        run = cut(_read(args.run), args.depth, args.ignore_identical_ids)
         evaluation = evaluate(run, irds.qrels(args.dataset), args.measures)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -16,7 +16,6 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.run import Run, ranked, write_trec
 
 RESULT_FILES = ("run.trec", "perquery.tsv", "metrics.json")  # what write_outputs writes
-OUTPUT_FILES = ("config.yaml", *RESULT_FILES)
 
 
 def parse_measures(names: Sequence[str]) -> list[Any]:
@@ -34,7 +33,7 @@ def parse_measures(names: Sequence[str]) -> list[Any]:
 
 def cut(run: Run, depth: int, ignore_identical_ids: bool) -> Run:
     """The top `depth` of each query; with `ignore_identical_ids`, a document whose id is the query's is dropped
-    first (BEIR, MTEB and pyserini's --remove-query all do this)."""
+    first (pyserini's --remove-query; right where queries are documents of the corpus, as in BEIR's ArguAna)."""
     trimmed: Run = {}
     for query_id, docs in run.items():
         kept = [(d, s) for d, s in ranked(docs) if not (ignore_identical_ids and d == query_id)]
@@ -65,8 +64,13 @@ def write_outputs(evaluation: Evaluation, out_dir: Path, tag: str) -> None:
     with (out_dir / "perquery.tsv").open("w") as out:
         out.write("query_id\tmeasure\tvalue\n")
         out.writelines(f"{q}\t{m}\t{v:.6f}\n" for q, m, v in evaluation.per_query)
+    write_metrics(evaluation.metrics, out_dir)
+
+
+def write_metrics(metrics: dict[str, float], out_dir: Path) -> None:
+    """metrics.json, atomically: it exists only for a finished run (or a finished collection of a benchmark)."""
     partial = out_dir / "metrics.json.partial"
-    partial.write_text(json.dumps(evaluation.metrics, indent=2) + "\n")
+    partial.write_text(json.dumps(metrics, indent=2) + "\n")
     os.replace(partial, out_dir / "metrics.json")
 
 

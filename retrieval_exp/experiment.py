@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from retrieval_exp.agreement import teacher_agreement, write_table
-from retrieval_exp.data import irds
+from retrieval_exp.benchmark import evaluate_collection, means, retriever_for
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
-from retrieval_exp.evaluation import OUTPUT_FILES, cut, evaluate, read_metrics, write_outputs
+from retrieval_exp.evaluation import RESULT_FILES, read_metrics, write_metrics
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.prefetch import prefetch
-from retrieval_exp.retrieval.rerank import Reranker
-from retrieval_exp.retrieval.run import write_trec
 from retrieval_exp.tracking.mlflow_run import (
     UNTRACKED,
     TrackedRun,
@@ -53,7 +52,6 @@ from retrieval_exp.validation import Plan, require_complete, validate
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
 AGREEMENT_FILE = "agreement.tsv"
-FIRST_STAGE_FILE = "first_stage.trec"  # what a re-ranking run re-ranked, evaluated beside it as first_stage/*
 
 
 def main(cfg: DictConfig) -> dict[str, float] | None:
@@ -131,36 +129,36 @@ def _execute(
 ) -> dict[str, float]:
     model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
     build_retriever = instantiate(cfg.retriever, _partial_=True)  # before training: a bad retriever fails first
+    if plan.trains and "cache_dir" in cfg.retriever:
+        build_retriever = partial(build_retriever, cache_dir=None)  # a trained model's vectors would serve once
     if plan.trains:
         samples = _train(cfg, plan, model, hardware, out_dir, tracked, ranks)
         if cfg.get("agreement"):
             _teacher_agreement(cfg, model, samples, hardware, out_dir, tracked)
         if cfg.save_model:
             model.save(out_dir / "model")
-    if plan.needs_model:
-        retriever = build_retriever(encoder=hardware.for_inference(model), hardware=hardware)
-    else:
-        retriever = build_retriever()
+    encoder = hardware.for_inference(model) if plan.needs_model else None
+    cache = None if plan.trains else cfg.eval.embedding_cache  # only an unchanged model's vectors are worth keeping
     started = time.perf_counter()
-    corpus = irds.corpus(cfg.data.test)
-    queries = irds.queries(cfg.data.test)
-    depth = cfg.eval.depth + int(cfg.eval.ignore_identical_ids)
-    ranking = cut(retriever.search(corpus, queries, depth), cfg.eval.depth, cfg.eval.ignore_identical_ids)
-    qrels = irds.qrels(cfg.data.test)
-    evaluation = evaluate(ranking, qrels, cfg.eval.measures)
-    outputs = [out_dir / name for name in OUTPUT_FILES]
-    if isinstance(retriever, Reranker):
-        first_stage = evaluate(
-            cut(retriever.candidates, cfg.eval.depth, cfg.eval.ignore_identical_ids), qrels, cfg.eval.measures
-        )
-        write_trec(first_stage.run, out_dir / FIRST_STAGE_FILE, retriever.first_stage.name)
-        evaluation.metrics |= {f"first_stage/{name}": value for name, value in first_stage.metrics.items()}
-        outputs.append(out_dir / FIRST_STAGE_FILE)
-    write_outputs(evaluation, out_dir, tag=plan.method)
-    tracked.log_metrics({**evaluation.metrics, "time/retrieve_s": time.perf_counter() - started, **_peak_memory()})
+    benchmark = cfg.get("benchmark")
+    results, outputs = {}, [out_dir / "config.yaml"]
+    for collection in plan.collections:
+        prefix, folder = (f"{collection.name}/", out_dir / collection.name) if benchmark else ("", out_dir)
+        depth = benchmark.rerank_depth if benchmark else None
+        retriever = retriever_for(collection, build_retriever, encoder, hardware, depth, cache)
+        evaluation, counts, files = evaluate_collection(collection, retriever, cfg.eval, folder, plan.method)
+        results[collection.name] = evaluation.metrics
+        tracked.log_metrics({f"{prefix}{name}": value for name, value in {**evaluation.metrics, **counts}.items()})
+        tracked.log_artifacts([folder / name for name in RESULT_FILES] + files, collection.name if benchmark else None)
+    metrics = results[plan.collections[0].name]
+    if benchmark:
+        metrics = {f"{name}/{m}": v for name, values in results.items() for m, v in values.items()} | means(results)
+        write_metrics(metrics, out_dir)
+        outputs.append(out_dir / "metrics.json")
+    tracked.log_metrics({**metrics, "time/retrieve_s": time.perf_counter() - started, **_peak_memory()})
     tracked.log_artifacts(outputs)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    return evaluation.metrics
+    return metrics
 
 
 def _train(
@@ -229,7 +227,8 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     tags = {
         "method": plan.method,
         "model": model,
-        "dataset": cfg.data.test,
+        "dataset": f"benchmark:{cfg.benchmark.name}" if cfg.get("benchmark") else cfg.data.test,
+        "collections": ",".join(collection.name for collection in plan.collections),
         "train_dataset": cfg.data.train.get("dataset") or cfg.data.train.get("path") if plan.trains else "none",
         "git_commit": git_commit(),
         "output_dir": str(out_dir.resolve()),
@@ -250,8 +249,8 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
         tracked.finish("KILLED")  # until the requeued job sets it running again
         raise
     except BaseException as err:
-        for name in ("metrics.json", AGREEMENT_FILE):
-            (out_dir / name).unlink(missing_ok=True)
+        for path in [out_dir / AGREEMENT_FILE, *out_dir.glob("metrics.json"), *out_dir.glob("*/metrics.json")]:
+            path.unlink(missing_ok=True)  # no collection's partial result is mistaken for a finished one
         tracked.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
         tracked.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
@@ -268,9 +267,16 @@ def _peak_memory() -> dict[str, float]:
 def _print_summary(
     cfg: DictConfig, plan: Plan, metrics: dict[str, Any], out_dir: Path, tracked: TrackedRun, seconds: float
 ) -> None:
-    measures = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+    if cfg.get("benchmark"):
+        lines = [f"{plan.method} on benchmark {cfg.benchmark.name!r}:"]
+        for group in [collection.name for collection in plan.collections] + ["mean", "gmean"]:
+            found = {name.split("/", 1)[1]: value for name, value in metrics.items() if name.startswith(f"{group}/")}
+            lines.append(f"  {group:10} " + "  ".join(f"{name} {value:.4f}" for name, value in found.items()))
+        summary = "\n".join(lines)
+    else:
+        summary = f"{plan.method} on {cfg.data.test}: " + "  ".join(f"{n} {v:.4f}" for n, v in metrics.items())
     print(
-        f"\n{plan.method} on {cfg.data.test}: {measures}\n"
+        f"\n{summary}\n"
         f"  {seconds:.0f} s; outputs in {out_dir}; MLflow run {tracked.run_id} "
         f"(experiment {cfg.tracking.experiment!r}, {cfg.tracking.uri})"
     )

@@ -12,6 +12,7 @@ from typing import Any
 from huggingface_hub import snapshot_download
 from omegaconf import DictConfig, OmegaConf
 
+from retrieval_exp.benchmark import collections
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
 from retrieval_exp.tracking.references import is_run_id
@@ -24,10 +25,12 @@ DATASET_PARTS = ("docs", "queries", "qrels", "docpairs", "scoreddocs")
 
 
 def needs(cfg: DictConfig) -> tuple[list[str], list[str]]:
-    """The Hugging Face hub ids and the ir_datasets ids the config names (local folders and MLflow runs left out)."""
+    """The Hugging Face hub ids and the ir_datasets ids the config names (local folders, a benchmark's collections
+    read from folders, and MLflow runs left out)."""
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
     models = sorted({v for k, v in _items(tree) if k in MODEL_KEYS and _is_hub_id(v)})
-    datasets = sorted({v for k, v in _items(tree) if k in DATASET_KEYS and isinstance(v, str)})
+    local = {collection.test for collection in collections(cfg) if collection.folder}
+    datasets = sorted({v for k, v in _items(tree) if k in DATASET_KEYS and isinstance(v, str)} - local)
     return models, datasets
 
 

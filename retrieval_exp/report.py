@@ -1,17 +1,20 @@
-"""A study's table from its MLflow runs: one row per finished run, per-query paired tests against a baseline with
-Holm's correction across the table, plots, and the TREC run files gathered beside it.
+"""A study's tables from its MLflow runs: systems (runs that differ only by seed) against a baseline on every test
+collection, paired within each collection, pooled across collections, Holm-corrected across systems x collections.
 
     python -m retrieval_exp.report SOURCE [--baseline RUN] [--out results/<study>] [--to-parent]
 
-SOURCE is an MLflow experiment name or a sweep id (the `sweep_id` tag); RUN a run id, run name or `method` tag.
-A dagger (†) marks a run whose per-query difference to the baseline is significant (paired t-test, Holm-adjusted
-p < 0.05, across the table's runs).
+SOURCE is an MLflow experiment name or a sweep id (the `sweep_id` tag); RUN a run id, run name, `method` tag or system
+label. Per collection, each system's per-query values are averaged over its seeds and paired with the baseline's on the
+same queries (paired t-test, Wilcoxon, Cohen's d, bootstrap interval); the seed standard deviation stands beside each
+difference. A dagger (†) marks a Holm-adjusted p < 0.05, the correction taken over every (system, collection) test of
+the measure. Across collections the per-collection differences are pooled by a random-effects model with its interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import shutil
 import sys
@@ -20,200 +23,235 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from mlflow.entities import Run as MlflowRun  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from retrieval_exp.errors import UserError  # noqa: E402
-from retrieval_exp.significance import PairedTest, aligned, bootstrap_interval, holm, paired_test  # noqa: E402
-from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key  # noqa: E402
+from retrieval_exp.errors import UserError
+from retrieval_exp.report_plots import plot_heatmap, plot_intervals, plot_loss
+from retrieval_exp.significance import PairedTest, PooledEffect, aligned, holm, paired_test, random_effects
+from retrieval_exp.study import System, find_runs, group, pick_baseline
+from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key
 
 ALPHA = 0.05
 COSTS = {"train s": "time/train_s", "steps": "train/steps", "peak MB": "memory/peak_rss_mb"}
 
 
-@dataclass
-class StudyRun:
-    run_id: str
-    name: str
-    method: str
-    overrides: list[str]
-    metrics: dict[str, float]
-    per_query: dict[str, dict[str, float]]  # measure -> query -> value
-    run_file: Path
-    loss_curve: list[tuple[int, float]]
-    parent_run_id: str | None
-    swept: str = ""
+@dataclass(frozen=True)
+class Comparison:
+    """One system against the baseline on one collection and measure."""
+
+    test: PairedTest
+    seed_sd: float  # of the difference: the two systems' seed standard deviations combined
+    holm_p: float = math.nan
 
 
-def find_runs(client: MlflowClient, source: str, folder: Path) -> list[StudyRun]:
-    """Finished, non-parent runs of experiment `source`, or of the sweep whose id is `source`."""
-    experiment = client.get_experiment_by_name(source)
-    if experiment is not None:
-        found = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
-        found = client.search_runs(ids, f"tags.sweep_id = '{source}'", order_by=["attributes.start_time ASC"])
-    finished = [r for r in found if r.info.status == "FINISHED" and "sweep_parent" not in r.data.tags]
-    runs = [_load(client, record, folder) for record in finished]
-    if not runs:
-        raise UserError(f"no finished runs in experiment or sweep {source!r}: check the name and --tracking-uri")
-    shared = set.intersection(*(set(run.overrides) for run in runs))
-    for run in runs:
-        run.swept = " ".join(o for o in run.overrides if o not in shared)
-    return runs
+def study_collections(systems: Sequence[System]) -> list[str]:
+    """Every collection some system was evaluated on, in order of first appearance."""
+    return list(dict.fromkeys(c for system in systems for c in system.collections))
 
 
-def _load(client: MlflowClient, record: MlflowRun, folder: Path) -> StudyRun:
-    run_id = record.info.run_id
-    target = folder / run_id
-    target.mkdir(parents=True)
-    per_query: dict[str, dict[str, float]] = {}
-    table = Path(client.download_artifacts(run_id, "perquery.tsv", str(target)))
-    for line in table.read_text().splitlines()[1:]:
-        query_id, measure, value = line.split("\t")
-        per_query.setdefault(measure, {})[query_id] = float(value)
-    tags = record.data.tags
-    return StudyRun(
-        run_id,
-        record.info.run_name,
-        tags.get("method", ""),
-        tags.get("overrides", "").split(),
-        dict(record.data.metrics),
-        per_query,
-        Path(client.download_artifacts(run_id, "run.trec", str(target))),
-        sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")),
-        tags.get("mlflow.parentRunId"),
-    )
+def compare(
+    systems: Sequence[System], baseline: System, measure: str
+) -> tuple[dict[tuple[int, str], Comparison], dict[int, PooledEffect]]:
+    """(system #, collection) -> comparison with the baseline (Holm over all of them), and system # -> the pooled
+    effect over the collections both share."""
+    raw: dict[tuple[int, str], Comparison] = {}
+    for number, system in enumerate(systems):
+        if system is baseline:
+            continue
+        for collection in [c for c in system.collections if c in baseline.collections]:
+            pairs = aligned(system.per_query_mean(collection, measure), baseline.per_query_mean(collection, measure))
+            spread = math.hypot(system.seed_sd(collection, measure), baseline.seed_sd(collection, measure))
+            raw[number, collection] = Comparison(paired_test(*pairs), spread)
+    adjusted = holm([comparison.test.t_pvalue for comparison in raw.values()])
+    comparisons = {key: Comparison(c.test, c.seed_sd, p) for (key, c), p in zip(raw.items(), adjusted)}
+    pooled = {}
+    for number in {n for n, _ in comparisons}:
+        tests = [c.test for (n, _), c in comparisons.items() if n == number]
+        pooled[number] = random_effects([t.mean_difference for t in tests], [t.standard_error**2 for t in tests])
+    return comparisons, pooled
 
 
-def pick_baseline(runs: Sequence[StudyRun], wanted: str | None) -> StudyRun:
-    """The run named by id, name or method tag (the first run when none is named)."""
-    if wanted is None:
-        return runs[0]
-    matches = [run for run in runs if wanted in (run.run_id, run.name, run.method)]
-    if len(matches) != 1:
-        raise UserError(f"--baseline {wanted!r} matches {len(matches)} runs: give a run id, or a unique name or method")
-    return matches[0]
+def _cell(system: System, collection: str, measure: str, significant: bool) -> str:
+    if collection not in system.collections:
+        return "–"
+    text = f"{system.mean(collection, measure):.4f}"
+    if len(system.runs) > 1:
+        text += f" ±{system.seed_sd(collection, measure):.4f}"
+    return text + ("†" if significant else "")
 
 
-def compare(runs: Sequence[StudyRun], baseline: StudyRun, measures: Sequence[str]) -> dict[str, dict[str, PairedTest]]:
-    """measure -> run id -> test against the baseline (the baseline itself excluded)."""
-    return {
-        measure: {
-            run.run_id: paired_test(*aligned(run.per_query[measure], baseline.per_query[measure]))
-            for run in runs
-            if run is not baseline
-        }
-        for measure in measures
-    }
+def _means(system: System, collections: Sequence[str], measure: str) -> tuple[str, str]:
+    """Arithmetic and geometric mean over the study's collections (only for a system evaluated on all of them)."""
+    if any(c not in system.collections for c in collections):
+        return "–", "–"
+    values = [system.mean(c, measure) for c in collections]
+    geometric = 0.0 if min(values) <= 0 else math.exp(sum(map(math.log, values)) / len(values))
+    return f"{sum(values) / len(values):.4f}", f"{geometric:.4f}"
 
 
-def write_report(runs: list[StudyRun], baseline: StudyRun, measures: Sequence[str], out: Path) -> None:
-    """report.md, report.csv, runs/<n>.trec, and plots of the first measure and the training loss."""
-    tests = compare(runs, baseline, measures)
-    adjusted = {m: dict(zip(tests[m], holm([t.t_pvalue for t in tests[m].values()]))) for m in measures}
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def measure_section(
+    systems: Sequence[System], baseline: System, measure: str, comparisons: dict, pooled: dict
+) -> list[str]:
+    """The main table of one measure: systems x collections, their means, the pooled difference and costs."""
+    collections = study_collections(systems)
+    header = ["#", "system", "seeds", *collections, "mean", "gmean", "pooled Δ [95% CI]", *COSTS]
+    rows = []
+    for number, system in enumerate(systems):
+        cells = [str(number), system.label, str(len(system.runs))]
+        for collection in collections:
+            found = comparisons.get((number, collection))
+            cells.append(_cell(system, collection, measure, found is not None and found.holm_p < ALPHA))
+        cells += _means(system, collections, measure)
+        effect = pooled.get(number)
+        cells.append(
+            "baseline"
+            if system is baseline
+            else f"{effect.estimate:+.4f} [{effect.ci_low:+.4f}, {effect.ci_high:+.4f}]"
+            if effect
+            else "–"
+        )
+        for label in COSTS:
+            spent = [run.costs[label] for run in system.runs if label in run.costs]
+            cells.append(f"{sum(spent) / len(spent):.0f}" if spent else "–")
+        rows.append(cells)
+    title = f"## {measure}: mean over seeds (± their sd); † Holm-adjusted p < {ALPHA} against the baseline"
+    return [title, "", *_table(header, rows), ""]
+
+
+def difference_section(systems: Sequence[System], measure: str, comparisons: dict, pooled: dict) -> list[str]:
+    """Each (system, collection) difference with its tests, then each system's pooled effect."""
+    header = ["#", "collection", "queries", "Δ [95% CI]", "seed sd", "d", "p t", "p t (Holm)", "p Wilcoxon"]
+    rows = []
+    for (number, collection), c in comparisons.items():
+        t = c.test
+        rows.append(
+            [str(number), collection, str(t.queries), f"{t.mean_difference:+.4f} [{t.ci_low:+.4f}, {t.ci_high:+.4f}]"]
+            + [
+                f"{c.seed_sd:.4f}",
+                f"{t.cohens_d:.2f}",
+                f"{t.t_pvalue:.3g}",
+                f"{c.holm_p:.3g}",
+                f"{t.wilcoxon_pvalue:.3g}",
+            ]
+        )
+    pooled_header = ["#", "system", "collections", "pooled Δ [95% CI]", "p", "τ²", "I²"]
+    pooled_rows = [
+        [str(n), systems[n].label, str(e.collections), f"{e.estimate:+.4f} [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"]
+        + [f"{e.pvalue:.3g}", f"{e.tau2:.2g}", f"{e.i2:.0%}"]
+        for n, e in sorted(pooled.items())
+    ]
+    return [
+        f"## {measure}: differences to the baseline, per collection",
+        "",
+        *_table(header, rows),
+        "",
+        f"## {measure}: pooled across collections (random effects, DerSimonian-Laird)",
+        "",
+        *_table(pooled_header, pooled_rows),
+        "",
+    ]
+
+
+def seeds_section(systems: Sequence[System], measure: str) -> list[str]:
+    """Every run's own value, for systems with more than one seed."""
+    collections = study_collections(systems)
+    rows = [
+        [str(number), system.label, run.seed]
+        + [f"{run.collections[c].metrics[measure]:.4f}" if c in run.collections else "–" for c in collections]
+        for number, system in enumerate(systems)
+        if len(system.runs) > 1
+        for run in system.runs
+    ]
+    return [f"## {measure}: per seed", "", *_table(["#", "system", "seed", *collections], rows), ""] if rows else []
+
+
+def write_report(systems: list[System], baseline: System, measures: Sequence[str], out: Path) -> None:
+    """report.md, report.csv, runs/<system>-<seed>-<collection>.trec, a heat-map, interval plots and loss curves."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
     primary = measures[0]
-    header = ["#", "run", "swept", *measures, f"Δ {primary} [95% CI]", "d", "p t (Holm)", "p Wilcoxon", *COSTS]
-    rows, records = [], []
-    for number, run in enumerate(runs):
-        shutil.copy(run.run_file, out / "runs" / f"{number}.trec")
-        cells = [str(number), run.method, run.swept or "–"]
-        for measure in measures:
-            value = f"{run.metrics[metric_key(measure)]:.4f}"
-            test = tests[measure].get(run.run_id)
-            cells.append(value + ("†" if test and adjusted[measure][run.run_id] < ALPHA else ""))
-        test = tests[primary].get(run.run_id)
-        if test is None:
-            cells += ["baseline", "", "", ""]
-        else:
-            cells += [
-                f"{test.mean_difference:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}]",
-                f"{test.cohens_d:.2f}",
-                f"{adjusted[primary][run.run_id]:.3g}",
-                f"{test.wilcoxon_pvalue:.3g}",
-            ]
-        cells += [f"{run.metrics[key]:.0f}" if key in run.metrics else "–" for key in COSTS.values()]
-        rows.append(cells)
-        records.append(_record(number, run, measures, tests, adjusted))
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    note = (
-        f"Baseline: run {runs.index(baseline)} ({baseline.run_id}). † = paired t-test against it, Holm-adjusted "
-        f"p < {ALPHA} across the {len(runs) - 1} other runs. Run files: runs/<#>.trec."
+    results = {measure: compare(systems, baseline, measure) for measure in measures}
+    lines = [f"Baseline: system {systems.index(baseline)} ({baseline.label}).", ""]
+    for measure in measures:
+        lines += measure_section(systems, baseline, measure, *results[measure])
+    lines += difference_section(systems, primary, *results[primary])
+    lines += seeds_section(systems, primary)
+    lines.append(
+        "Per collection, each system's per-query values are averaged over its seeds and paired with the baseline's on "
+        "the same queries; collections are never mixed query by query. Run files: runs/<#>-<seed>-<collection>.trec."
     )
-    (out / "report.md").write_text("\n".join(lines) + "\n\n" + note + "\n")
-    with (out / "report.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    _write_csv(systems, baseline, measures, results, out / "report.csv")
+    for number, system in enumerate(systems):
+        for run in system.runs:
+            for name, result in run.collections.items():
+                shutil.copy(result.run_file, out / "runs" / f"{number}-{run.seed}-{name.replace('/', '_')}.trec")
+    plot_heatmap(systems, baseline, study_collections(systems), primary, results[primary][0], ALPHA, out)
+    plot_intervals(systems, study_collections(systems), primary, out / f"{metric_key(primary)}.png")
+    plot_loss(systems, out / "train_loss.png")
+
+
+def _write_csv(systems: list[System], baseline: System, measures: Sequence[str], results: dict, path: Path) -> None:
+    """One row per (system, collection), and one `pooled` row per system, with every measure's figures."""
+    records = []
+    for number, system in enumerate(systems):
+        for collection in [*system.collections, "pooled"]:
+            record: dict[str, object] = {"#": number, "system": system.label, "collection": collection}
+            record |= {"seeds": len(system.runs), "run_ids": " ".join(run.run_id for run in system.runs)}
+            for measure in measures:
+                comparisons, pooled = results[measure]
+                record |= _figures(system, collection, measure, comparisons.get((number, collection)), pooled, number)
+            if collection != "pooled" or system is not baseline:
+                records.append(record)
+    fields = list(dict.fromkeys(key for record in records for key in record))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(records)
-    _plot_measure(runs, primary, out / f"{metric_key(primary)}.png")
-    _plot_loss(runs, out / "train_loss.png")
 
 
-def _record(number: int, run: StudyRun, measures: Sequence[str], tests: dict, adjusted: dict) -> dict[str, object]:
-    record: dict[str, object] = {"#": number, "run_id": run.run_id, "name": run.name, "swept": run.swept}
-    for measure in measures:
-        test = tests[measure].get(run.run_id)
-        record[measure] = run.metrics[metric_key(measure)]
-        record[f"{measure} diff"] = test.mean_difference if test else ""
-        record[f"{measure} ci_low"] = test.ci_low if test else ""
-        record[f"{measure} ci_high"] = test.ci_high if test else ""
-        record[f"{measure} d"] = test.cohens_d if test else ""
-        record[f"{measure} p_t"] = test.t_pvalue if test else ""
-        record[f"{measure} p_t_holm"] = adjusted[measure][run.run_id] if test else ""
-        record[f"{measure} p_wilcoxon"] = test.wilcoxon_pvalue if test else ""
-    return record | {label: run.metrics.get(key, "") for label, key in COSTS.items()}
-
-
-def _plot_measure(runs: Sequence[StudyRun], measure: str, path: Path) -> None:
-    """Each run's mean with a 95% bootstrap interval over queries."""
-    means, errors = [], []
-    for run in runs:
-        values = np.array(list(run.per_query[measure].values()))
-        low, high = bootstrap_interval(values)
-        means.append(values.mean())
-        errors.append([values.mean() - low, high - values.mean()])
-    figure, axes = plt.subplots(figsize=(10, 0.45 * len(runs) + 1.4))
-    axes.errorbar(means, range(len(runs)), xerr=np.array(errors).T, fmt="o", capsize=3)
-    axes.set_yticks(range(len(runs)), [f"{i}: {run.swept or run.method}"[:60] for i, run in enumerate(runs)])
-    axes.invert_yaxis()
-    axes.set_xlabel(f"{measure} (mean over queries, 95% bootstrap CI)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def _plot_loss(runs: Sequence[StudyRun], path: Path) -> None:
-    """The training loss curves logged to MLflow (no plot when no run trained)."""
-    trained = [(number, run) for number, run in enumerate(runs) if run.loss_curve]
-    if not trained:
-        return
-    figure, axes = plt.subplots(figsize=(10, 4.5))
-    for number, run in trained:
-        steps, values = zip(*run.loss_curve)
-        axes.plot(steps, values, label=f"{number}: {run.swept or run.method}"[:60])
-    axes.set_xlabel("step")
-    axes.set_ylabel("train/loss")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+def _figures(
+    system: System, collection: str, measure: str, found: Comparison | None, pooled: dict, number: int
+) -> dict[str, object]:
+    if collection == "pooled":
+        effect = pooled.get(number)
+        if effect is None:
+            return {}
+        return {
+            f"{measure} diff": effect.estimate,
+            f"{measure} ci_low": effect.ci_low,
+            f"{measure} ci_high": effect.ci_high,
+        }
+    figures: dict[str, object] = {
+        measure: system.mean(collection, measure),
+        f"{measure} seed_sd": system.seed_sd(collection, measure),
+    }
+    if found is not None:
+        t = found.test
+        figures |= {
+            f"{measure} diff": t.mean_difference,
+            f"{measure} ci_low": t.ci_low,
+            f"{measure} ci_high": t.ci_high,
+        }
+        figures |= {f"{measure} diff_seed_sd": found.seed_sd, f"{measure} d": t.cohens_d, f"{measure} p_t": t.t_pvalue}
+        figures |= {f"{measure} p_t_holm": found.holm_p, f"{measure} p_wilcoxon": t.wilcoxon_pvalue}
+    return figures
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m retrieval_exp.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="MLflow experiment name or sweep id")
-    parser.add_argument("--baseline", help="run id, run name or method tag (default: the first run)")
+    parser.add_argument("--baseline", help="run id, run name, method tag or system label (default: the first system)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/reports/<source>)")
     parser.add_argument("--measures", nargs="+", default=["nDCG@10", "R@100", "RR@10"])
     parser.add_argument("--tracking-uri", default="sqlite:///results/mlflow.db")
     parser.add_argument("--to-parent", action="store_true", help="also log the report to the sweep's parent run")
+    parser.add_argument("--across", nargs="+", default=["seed"], metavar="KEY",
+                        help="override keys that vary within one system (default: seed; e.g. seed init)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -224,11 +262,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
     out = args.out or Path("results") / "reports" / args.source
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            runs = find_runs(client, args.source, Path(scratch))
-            missing = [m for m in args.measures for run in runs if m not in run.per_query]
-            if missing:
-                raise UserError(f"measure {missing[0]!r} is not in every run's perquery.tsv: pick from eval.measures")
-            write_report(runs, pick_baseline(runs, args.baseline), args.measures, out)
+            runs = find_runs(client, args.source, Path(scratch), COSTS)
+            for measure in args.measures:
+                for run in runs:
+                    if any(measure not in result.per_query for result in run.collections.values()):
+                        raise UserError(
+                            f"measure {measure!r} is not in every run's perquery.tsv: pick from eval.measures"
+                        )
+            systems = group(runs, args.across)
+            write_report(systems, pick_baseline(systems, args.baseline), args.measures, out)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

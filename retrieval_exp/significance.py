@@ -27,6 +27,7 @@ class PairedTest:
     cohens_d: float  # mean difference / std of the differences
     ci_low: float  # percentile bootstrap interval of the mean difference (nan without resamples)
     ci_high: float
+    standard_error: float = 0.0  # of the mean difference: std of the differences / sqrt(queries)
 
 
 def aligned(system: Mapping[str, float], baseline: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +64,7 @@ def paired_test(
         mean / spread if spread else math.copysign(math.inf, mean),
         low,
         high,
+        spread / math.sqrt(len(differences)),
     )
 
 
@@ -93,3 +95,42 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+@dataclass(frozen=True)
+class PooledEffect:
+    """A difference pooled across collections by a random-effects model (DerSimonian and Laird, 1986): each
+    collection's mean difference weighted by 1 / (its variance + tau2), tau2 the between-collection variance."""
+
+    collections: int
+    estimate: float
+    standard_error: float
+    ci_low: float
+    ci_high: float
+    pvalue: float  # two-sided z-test of estimate = 0
+    tau2: float
+    i2: float  # share of the spread across collections beyond chance, in [0, 1]
+
+
+def random_effects(differences: Sequence[float], variances: Sequence[float], confidence: float = 0.95) -> PooledEffect:
+    """Pool per-collection mean differences whose sampling variances are `variances` (var of the per-query
+    differences / queries). Pairing stays within each collection; only the collection means are combined, so
+    collections of different query sets and sizes are never mixed query by query."""
+    d, v = np.asarray(differences, dtype=float), np.asarray(variances, dtype=float)
+    if not d.any() and not v.any():
+        return PooledEffect(len(d), 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+    v = np.where(v > 0, v, v[v > 0].min() if (v > 0).any() else 1e-12)  # an exactly known difference: tiny variance
+    w = 1 / v
+    fixed = float((w * d).sum() / w.sum())
+    q = float((w * (d - fixed) ** 2).sum())
+    df = len(d) - 1
+    scale = float(w.sum() - (w**2).sum() / w.sum())
+    tau2 = max(0.0, (q - df) / scale) if df > 0 and scale > 0 else 0.0
+    w_star = 1 / (v + tau2)
+    estimate = float((w_star * d).sum() / w_star.sum())
+    se = float(math.sqrt(1 / w_star.sum()))
+    z = stats.norm.ppf(1 - (1 - confidence) / 2)
+    pvalue = float(2 * stats.norm.sf(abs(estimate) / se)) if se else 0.0
+    i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
+    low, high = float(estimate - z * se), float(estimate + z * se)
+    return PooledEffect(len(d), estimate, se, low, high, pvalue, tau2, i2)

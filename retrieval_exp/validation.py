@@ -13,6 +13,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from retrieval_exp.batches import BatchShape
+from retrieval_exp.benchmark import Collection, prepare
 from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import parse_measures
@@ -27,6 +28,7 @@ class Plan:
     trains: bool
     needs_model: bool
     method: str
+    collections: tuple[Collection, ...]
     needs_teacher: bool = False
 
 
@@ -80,7 +82,6 @@ def require_complete(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> Plan:
     """Check the config; the returned plan says what the recipe has to build."""
-    irds.require(cfg.data.test, "docs", "queries", "qrels")
     parse_measures(cfg.eval.measures)
     retriever = target_class(cfg.retriever, "retriever")
     trains = bool(cfg.train)
@@ -96,10 +97,10 @@ def validate(cfg: DictConfig) -> Plan:
             require_available(cfg.model.lm)
         if retriever.needs_encoder:
             _require_kind(model.kind, retriever.model_kinds, f"retriever={retriever.name} ranks with")
-    plan = Plan(trains, needs_model, method)
+    plan = Plan(trains, needs_model, method, tuple(prepare(cfg, needs_model, retriever)))
     if trains:
         loss = _check_training(cfg, model)
-        plan = Plan(trains, needs_model, cfg.get("method") or loss.name, loss.needs_teacher)
+        plan = Plan(trains, needs_model, cfg.get("method") or loss.name, plan.collections, loss.needs_teacher)
     if cfg.get("agreement") and not plan.needs_teacher:
         raise UserError(
             "agreement compares a trained student with its teacher's scores: train with a loss that distils a "

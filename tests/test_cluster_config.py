@@ -81,3 +81,8 @@ def test_prefetch_lists_every_hub_model_and_dataset_a_config_names() -> None:
     models, _ = needs(compose_config("model=revela_minilm", "loss=revela", "data=scifact_chunk_groups"))
     assert models == ["HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2"]
     assert needs(compose_config("model=tiny_bert", "data=tiny"))[0] == []  # a local folder is not fetched
+
+
+def test_prefetch_fetches_a_benchmark_s_ir_datasets_ids_not_its_folders() -> None:
+    _, datasets = needs(compose_config("benchmark=offline", "experiment=zero_shot"))
+    assert datasets == ["beir/nfcorpus/test", "beir/scifact/test", "beir/scifact/train"]  # not the six folders

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from retrieval_exp.significance import aligned, holm, paired_test
+from retrieval_exp.significance import aligned, holm, paired_test, random_effects
 
 
 def test_identical_runs_are_not_different() -> None:
@@ -54,3 +54,31 @@ def test_holm_by_hand() -> None:
 def test_queries_missing_from_a_run_count_zero() -> None:
     system, baseline = aligned({"q1": 1.0, "q2": 0.5}, {"q2": 0.25, "q3": 1.0})
     assert system.tolist() == [1.0, 0.5, 0.0] and baseline.tolist() == [0.0, 0.25, 1.0]
+
+
+def test_random_effects_by_hand() -> None:
+    # w = 1/v = 100, 50, 66.67; fixed = 0.1; Q = 50 * 0.2^2 + 66.67 * 0.15^2 = 3.5 on 2 df;
+    # scale = 216.67 - 16944.4 / 216.67 = 138.46; tau2 = 1.5 / 138.46; I2 = 1.5 / 3.5
+    pooled = random_effects([0.1, 0.3, -0.05], [0.01, 0.02, 0.015])
+    tau2 = 1.5 / (650 / 3 - (100**2 + 50**2 + (200 / 3) ** 2) / (650 / 3))
+    assert pooled.tau2 == pytest.approx(tau2) and pooled.i2 == pytest.approx(3 / 7)
+    weights = 1 / (np.array([0.01, 0.02, 0.015]) + tau2)
+    assert pooled.estimate == pytest.approx((weights * [0.1, 0.3, -0.05]).sum() / weights.sum())
+    assert pooled.standard_error == pytest.approx(weights.sum() ** -0.5)
+    assert pooled.ci_low == pytest.approx(pooled.estimate - 1.959964 * pooled.standard_error)
+    assert pooled.pvalue == pytest.approx(2 * stats.norm.sf(pooled.estimate / pooled.standard_error))
+
+
+def test_random_effects_of_agreeing_collections_is_the_fixed_effect() -> None:
+    pooled = random_effects([0.05, 0.05, 0.05], [0.001, 0.004, 0.002])
+    assert pooled.tau2 == 0 and pooled.i2 == 0 and pooled.estimate == pytest.approx(0.05)
+    assert pooled.standard_error == pytest.approx((1000 + 250 + 500) ** -0.5)
+    single = random_effects([0.02], [0.0004])
+    assert (single.estimate, single.standard_error, single.tau2) == (0.02, pytest.approx(0.02), 0.0)
+    assert random_effects([0.0, 0.0], [0.0, 0.0]).pvalue == 1.0
+
+
+def test_paired_test_gives_the_standard_error_of_the_mean_difference() -> None:
+    differences = np.array([0.1, 0.3, -0.1, 0.2])
+    result = paired_test(differences, np.zeros(4), resamples=0)
+    assert result.standard_error == pytest.approx(differences.std(ddof=1) / 2)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
 import ir_datasets
@@ -40,7 +42,8 @@ def require(dataset_id: str, *parts: str) -> None:
 
 @dataclass(frozen=True)
 class Corpus:
-    """All documents of a dataset, in ir_datasets order; `key` identifies the collection for caches."""
+    """All documents of a dataset, in ir_datasets order; `key` identifies its content for caches (BM25 indexes,
+    document embeddings)."""
 
     key: str
     ids: list[str]
@@ -60,13 +63,30 @@ def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:
         ) from None
 
 
+def content_key(ids: list[str], texts: list[str]) -> str:
+    """A digest of the documents themselves: the same texts under the same ids give the same key, whichever loader
+    read them (no optional loader method such as docs_namespace() is relied on; classic collections lack some)."""
+    digest = hashlib.sha1()
+    for doc_id, text in zip(ids, texts):
+        digest.update(f"{doc_id}\x1f{text}\x1e".encode())
+    return f"{len(ids)}:{digest.hexdigest()[:20]}"
+
+
 @lru_cache(maxsize=4)
 def corpus(dataset_id: str) -> Corpus:
     """The documents as text: title and body joined, as BEIR, MTEB and pyserini's flat indexes do."""
+    docs = _read(dataset_id, "documents", load(dataset_id).docs_iter())
+    ids, texts = [doc.doc_id for doc in docs], [doc.default_text().strip() for doc in docs]
+    return Corpus(content_key(ids, texts), ids, texts)
+
+
+def require_readable(dataset_id: str) -> None:
+    """Fail with one line unless the first document, the queries and the qrels can be read now (files in the cache,
+    folders in place): a collection that cannot load fails at start-up, not after training."""
     dataset = load(dataset_id)
-    docs = _read(dataset_id, "documents", dataset.docs_iter())
-    key = f"{dataset.docs_namespace()}:{len(docs)}"
-    return Corpus(key, [doc.doc_id for doc in docs], [doc.default_text().strip() for doc in docs])
+    _read(dataset_id, "documents", islice(dataset.docs_iter(), 1))
+    queries(dataset_id)
+    qrels(dataset_id)
 
 
 @lru_cache(maxsize=8)
@@ -86,11 +106,12 @@ def qrels(dataset_id: str) -> Qrels:
 
 
 def documents(dataset_id: str, doc_ids: set[str]) -> dict[str, str]:
-    """Texts of `doc_ids`: from the dataset's docstore where it has one (MS MARCO), else from the corpus."""
+    """Texts of `doc_ids`: from the dataset's docstore where it has one (MS MARCO), else from the corpus (a loader
+    without docs_store() at all, as some classic ones, included)."""
     dataset = load(dataset_id)
     try:
         found = dataset.docs_store().get_many(doc_ids)
         return {doc_id: doc.default_text().strip() for doc_id, doc in found.items()}
-    except NotImplementedError:
+    except (NotImplementedError, AttributeError):
         collection = corpus(dataset_id)
         return {d: t for d, t in zip(collection.ids, collection.texts) if d in doc_ids}

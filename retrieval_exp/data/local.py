@@ -42,8 +42,6 @@ class _LocalBeirDocs(BeirDocs):
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path), _File(path), BeirTitleDoc)
-        stat = path.stat()
-        self._namespace = f"local:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
 
     def docs_iter(self) -> Iterator[BeirTitleDoc]:
         return self._docs_iter()
@@ -54,20 +52,24 @@ class _LocalBeirDocs(BeirDocs):
     def docs_count(self) -> int:
         return sum(1 for _ in self._docs_iter())
 
-    def docs_namespace(self) -> str:
-        return self._namespace
-
 
 class _SplitQueries(BeirQueries):
-    """The queries of one split: BEIR folders keep all splits' queries in one queries.jsonl."""
+    """The queries of one split: BEIR folders keep all splits' queries in one queries.jsonl. A query judged in no
+    split's qrels belongs to every split, so that an evaluation sees it and counts it as unjudged (CISI has 36)."""
 
     def __init__(self, path: Path, qrels: Path) -> None:
         super().__init__(str(path), _File(path), GenericQuery)
-        with qrels.open() as rows:
-            self._ids = {line.split("\t", 1)[0] for line in list(rows)[1:] if line.strip()}
+        self._ids = _judged(qrels)
+        self._elsewhere = set().union(*(_judged(other) for other in qrels.parent.glob("*.tsv") if other != qrels))
 
     def queries_iter(self) -> Iterator[GenericQuery]:
-        return (query for query in super().queries_iter() if query.query_id in self._ids)
+        return (q for q in super().queries_iter() if q.query_id in self._ids or q.query_id not in self._elsewhere)
+
+
+def _judged(qrels: Path) -> set[str]:
+    """The query ids of a BEIR qrels file (its header line skipped)."""
+    with qrels.open() as rows:
+        return {line.split("\t", 1)[0] for line in list(rows)[1:] if line.strip()}
 
 
 def register_beir_folder(dataset_id: str, folder: str | Path, split: str | None = None) -> None:

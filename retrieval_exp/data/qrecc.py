@@ -52,17 +52,14 @@ def read_turns(path: Path) -> list[tuple[str, str, str]]:
 
 
 class _Docs(BaseDocs):
-    def __init__(self, docs: list[GenericDoc], namespace: str) -> None:
-        self._docs, self._namespace = docs, namespace
+    def __init__(self, docs: list[GenericDoc]) -> None:
+        self._docs = docs
 
     def docs_iter(self) -> Iterator[GenericDoc]:
         return iter(self._docs)
 
     def docs_count(self) -> int:
         return len(self._docs)
-
-    def docs_namespace(self) -> str:
-        return self._namespace
 
     def docs_store(self, *args: object, **kwargs: object) -> None:
         raise NotImplementedError("QReCC answers are read whole, not through a docstore")
@@ -95,11 +92,10 @@ def register_qrecc(dataset_id: str, file: str | Path) -> None:
     if dataset_id in ir_datasets.registry._registered:
         return
     turns = read_turns(path)
-    stat = path.stat()
     ir_datasets.registry.register(
         dataset_id,
         Dataset(
-            _Docs([GenericDoc(f"{q}_a", answer) for q, _, answer in turns], f"qrecc:{path}:{stat.st_size}"),
+            _Docs([GenericDoc(f"{q}_a", answer) for q, _, answer in turns]),
             _Queries([GenericQuery(q, query) for q, query, _ in turns]),
             _Qrels([TrecQrel(q, f"{q}_a", 1, "0") for q, _, _ in turns]),
         ),

@@ -8,6 +8,8 @@ sentence-transformers' all-MiniLM-L6-v2 and the self-distillation paper's encode
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ Side = Literal["query", "doc"]
 POOLINGS = ("cls", "mean", "pooler", "eos")
 PLURALS = {"query": "queries", "doc": "docs"}
 HEAD_FILE = "projection.safetensors"
+TRANSIENT = ("truncation", "padding")  # tokenizer.json entries left out of the fingerprint
 
 
 @dataclass
@@ -168,6 +171,22 @@ class BiEncoder(torch.nn.Module):
                 return self(self.tokenize([texts[i] for i in rows], side).to(device))
 
         return longest_first(self, [len(text) for text in texts], batch_size, encode, f"encode {PLURALS[side]}", side)
+
+    def fingerprint(self) -> str:
+        """A digest of everything that decides a text's vector: the weights (head included), the tokenizer, pooling,
+        normalisation, lengths and prefixes. Keys the embedding cache (retrieval/embedding_cache.py)."""
+        settings = [self.pooling, self.normalize, self.lengths, self.prefixes, self.tokenizer.padding_side]
+        digest = hashlib.sha1(json.dumps([type(self.tokenizer).__name__, *settings], sort_keys=True).encode())
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            vocabulary = json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        else:  # its truncation and padding state changes with every call, and is set from our lengths anyway
+            vocabulary = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in TRANSIENT})
+        digest.update(vocabulary.encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()
 
     def score_pairs(
         self,

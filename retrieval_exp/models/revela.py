@@ -183,6 +183,10 @@ class Revela(torch.nn.Module):
         """The retriever's vectors: Revela is evaluated as the retriever it trains."""
         return self.retriever.embed(texts, side, batch_size, autocast)
 
+    def fingerprint(self) -> str:
+        """The retriever's: only it decides the vectors."""
+        return self.retriever.fingerprint()
+
     def save(self, path: Path) -> None:
         """The retriever alone, LoRA merged into its weights, as a bi-encoder folder (load it with its model config,
         e.g. model=minilm model.name_or_path=<path>)."""

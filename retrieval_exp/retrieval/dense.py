@@ -7,7 +7,7 @@ import torch
 from retrieval_exp.data.irds import Corpus
 from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
-from retrieval_exp.models.bi_encoder import BiEncoder
+from retrieval_exp.retrieval.embedding_cache import Embedder, embed_cached
 from retrieval_exp.retrieval.run import Run
 
 BACKENDS = ("torch", "faiss")
@@ -41,22 +41,29 @@ def faiss_top_k(queries: torch.Tensor, docs: torch.Tensor, k: int) -> tuple[torc
 
 
 class DenseRetriever:
-    """Encodes the whole corpus with the run's bi-encoder, then searches it exhaustively."""
+    """Encodes the whole corpus with the run's bi-encoder (its vectors kept in `cache_dir` when set), then searches
+    it exhaustively."""
 
     name = "dense"
     needs_encoder = True
     model_kinds = ("bi_encoder", "revela")  # a Revela model retrieves with its retriever
 
     def __init__(
-        self, encoder: BiEncoder, hardware: Hardware, backend: str = "torch", chunk_size: int = 65_536
+        self,
+        encoder: Embedder,
+        hardware: Hardware,
+        backend: str = "torch",
+        chunk_size: int = 65_536,
+        cache_dir: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise UserError(f"retriever.backend={backend!r} is not one of {', '.join(BACKENDS)}")
         self.encoder, self.hardware, self.backend, self.chunk_size = encoder, hardware, backend, chunk_size
+        self.cache_dir = cache_dir
 
     def search(self, corpus: Corpus, queries: dict[str, str], depth: int) -> Run:
         batch = self.hardware.encode_batch_size
-        docs = self.encoder.embed(corpus.texts, "doc", batch, self.hardware.autocast)
+        docs = embed_cached(self.encoder, corpus.key, corpus.texts, self.hardware, self.cache_dir)
         query_ids = list(queries)
         vectors = self.encoder.embed([queries[q] for q in query_ids], "query", batch, self.hardware.autocast)
         if self.backend == "faiss":

@@ -1,0 +1,162 @@
+"""A study read from MLflow: its finished runs, each with its results per test collection, grouped into systems (runs
+whose configs differ only by `seed`), with what distinguishes one system from the others as its label."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import Run as MlflowRun
+from mlflow.tracking import MlflowClient
+
+from retrieval_exp.errors import UserError
+from retrieval_exp.tracking.mlflow_run import metric_key
+
+FILES = ("perquery.tsv", "run.trec")  # what a report reads of each collection's artifacts
+PerQuery = dict[str, dict[str, float]]  # measure -> query id -> value
+
+
+@dataclass
+class CollectionResult:
+    """One run's result on one collection: its aggregate measures, per-query values and run file."""
+
+    metrics: dict[str, float]
+    per_query: PerQuery
+    run_file: Path
+
+
+@dataclass
+class StudyRun:
+    run_id: str
+    name: str
+    method: str
+    overrides: list[str]
+    seed: str
+    collections: dict[str, CollectionResult]
+    costs: dict[str, float]
+    loss_curve: list[tuple[int, float]]
+    parent_run_id: str | None
+
+
+@dataclass
+class System:
+    """Runs that differ only by seed; `label` is what sets it apart from the study's other systems."""
+
+    key: tuple[str, ...]
+    method: str
+    runs: list[StudyRun] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def collections(self) -> list[str]:
+        """The collections every seed of the system was evaluated on, in the first run's order."""
+        return [c for c in self.runs[0].collections if all(c in run.collections for run in self.runs)]
+
+    def values(self, collection: str, measure: str) -> list[float]:
+        """The measure on `collection`, one value per seed."""
+        return [run.collections[collection].metrics[measure] for run in self.runs]
+
+    def mean(self, collection: str, measure: str) -> float:
+        return statistics.fmean(self.values(collection, measure))
+
+    def seed_sd(self, collection: str, measure: str) -> float:
+        """Standard deviation over seeds (0 for one seed)."""
+        values = self.values(collection, measure)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def per_query_mean(self, collection: str, measure: str) -> dict[str, float]:
+        """Each query's value averaged over seeds; a query a seed's run lacks counts 0 in that seed (trec_eval -c)."""
+        tables = [run.collections[collection].per_query[measure] for run in self.runs]
+        queries = sorted(set().union(*tables))
+        return {q: float(np.mean([table.get(q, 0.0) for table in tables])) for q in queries}
+
+
+def find_runs(client: MlflowClient, source: str, folder: Path, costs: dict[str, str]) -> list[StudyRun]:
+    """Finished, non-parent runs of experiment `source`, or of the sweep whose id is `source`."""
+    experiment = client.get_experiment_by_name(source)
+    if experiment is not None:
+        found = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(ids, f"tags.sweep_id = '{source}'", order_by=["attributes.start_time ASC"])
+    finished = [r for r in found if r.info.status == "FINISHED" and "sweep_parent" not in r.data.tags]
+    if not finished:
+        raise UserError(f"no finished runs in experiment or sweep {source!r}: check the name and --tracking-uri")
+    return [_load(client, record, folder / record.info.run_id, costs) for record in finished]
+
+
+def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str, str]) -> StudyRun:
+    run_id, tags, metrics = record.info.run_id, record.data.tags, record.data.metrics
+    benchmark = tags.get("dataset", "").startswith("benchmark:")
+    names = tags.get("collections", "").split(",") if benchmark else [tags.get("dataset", "test")]
+    target.mkdir(parents=True)
+    collections = {}
+    for name in names:
+        folder = f"{name}/" if benchmark else ""
+        table, run_file = (Path(client.download_artifacts(run_id, folder + f, str(target))) for f in FILES)
+        per_query: PerQuery = {}
+        for line in table.read_text().splitlines()[1:]:
+            query_id, measure, value = line.split("\t")
+            per_query.setdefault(measure, {})[query_id] = float(value)
+        prefix = metric_key(folder)
+        aggregate = {m: metrics[prefix + metric_key(m)] for m in per_query if prefix + metric_key(m) in metrics}
+        collections[name] = CollectionResult(aggregate, per_query, run_file)
+    overrides = tags.get("overrides", "").split()
+    seed = next((o.split("=", 1)[1] for o in overrides if _key(o) == "seed"), "default")
+    return StudyRun(
+        run_id,
+        record.info.run_name,
+        tags.get("method", ""),
+        overrides,
+        seed,
+        collections,
+        {label: metrics[key] for label, key in costs.items() if key in metrics},
+        sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")),
+        tags.get("mlflow.parentRunId"),
+    )
+
+
+def _key(override: str) -> str:
+    """The config key an override sets: '+seed=3' -> 'seed'."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def group(runs: Sequence[StudyRun], across: Sequence[str] = ("seed",)) -> list[System]:
+    """Systems in order of first appearance: runs whose overrides differ only in the keys `across` (the seed; also
+    `init` where each seed's stage 2 starts from that seed's stage 1). Each is labelled by its overrides that not
+    every system shares (those keys left out), or by its method when it has none of its own."""
+    systems: dict[tuple[str, ...], System] = {}
+    for run in runs:
+        key = tuple(sorted(o for o in run.overrides if _key(o) not in across))
+        systems.setdefault(key, System(key, run.method)).runs.append(run)
+    shared = set.intersection(*(set(system.key) for system in systems.values()))
+    for system in systems.values():
+        own = [o for o in system.key if o not in shared]
+        system.label = " ".join(own) or system.method
+        seeds = [run.seed for run in system.runs]
+        if len(set(seeds)) < len(seeds):
+            raise UserError(
+                f"system {system.label!r} has {len(seeds)} runs but seeds {sorted(set(seeds))}: runs that differ only "
+                "by seed must each set a different seed (remove the repeated run or report its sweep alone)"
+            )
+    return list(systems.values())
+
+
+def pick_baseline(systems: Sequence[System], wanted: str | None) -> System:
+    """The system one of whose runs has id, name or method `wanted`, or whose label is `wanted` (default: the first
+    system)."""
+    if wanted is None:
+        return systems[0]
+    matches = [
+        system
+        for system in systems
+        if wanted == system.label or any(wanted in (run.run_id, run.name, run.method) for run in system.runs)
+    ]
+    if len(matches) != 1:
+        raise UserError(
+            f"--baseline {wanted!r} matches {len(matches)} systems: give a run id, or a unique name, method or label"
+        )
+    return matches[0]
