@@ -5,7 +5,6 @@ of its name, and the means over collections (arithmetic and geometric, as TIREx 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from retrieval_exp.evaluation import Evaluation, cut, evaluate, write_outputs
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.retrieval.rerank import FirstStage, Reranker
 from retrieval_exp.retrieval.run import DatasetRun, RunFile, write_trec
+from retrieval_exp.significance import geometric_mean
 
 log = logging.getLogger(__name__)
 FIRST_STAGE_FILE = "first_stage.trec"  # what a re-ranking run re-ranked, evaluated beside it as first_stage/*
-MEANS = ("mean", "gmean")
+MEANS = ("mean", "gmean")  # the prefixes of the means over collections
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,9 @@ def prepare(cfg: DictConfig, needs_model: bool, retriever: Any) -> list[Collecti
         try:
             _prepare(collection, needs_model, retriever)
         except UserError as err:
-            where = f"benchmark {cfg.benchmark.name!r}, collection {collection.name!r}" if cfg.get("benchmark") else ""
-            raise UserError(f"{where}: {err}" if where else str(err)) from None
+            if not cfg.get("benchmark"):
+                raise
+            raise UserError(f"benchmark {cfg.benchmark.name!r}, collection {collection.name!r}: {err}") from None
     return found
 
 
@@ -109,7 +110,7 @@ def _prepare(collection: Collection, needs_model: bool, retriever: Any) -> None:
 
 
 def retriever_for(
-    collection: Collection, build: Callable[..., Any], encoder: Any, hardware: Hardware, depth: int, cache: Any
+    collection: Collection, build: Callable[..., Any], encoder: Any, hardware: Hardware, depth: int | None, cache: Any
 ) -> Any:
     """What searches `collection`: on a pool, the model re-ranks its first stage (FirstStage evaluates it as it
     is); elsewhere the run's own retriever."""
@@ -157,5 +158,5 @@ def means(per_collection: dict[str, dict[str, float]]) -> dict[str, float]:
     for measure in sorted(m for m in shared if "/" not in m):
         values = [metrics[measure] for metrics in per_collection.values()]
         summary[f"mean/{measure}"] = sum(values) / len(values)
-        summary[f"gmean/{measure}"] = 0.0 if min(values) <= 0 else math.exp(sum(map(math.log, values)) / len(values))
+        summary[f"gmean/{measure}"] = geometric_mean(values)
     return summary

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from retrieval_exp.agreement import teacher_agreement, write_table
-from retrieval_exp.benchmark import evaluate_collection, means, retriever_for
+from retrieval_exp.benchmark import MEANS, evaluate_collection, means, retriever_for
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
@@ -141,10 +141,10 @@ def _execute(
     cache = None if plan.trains else cfg.eval.embedding_cache  # only an unchanged model's vectors are worth keeping
     started = time.perf_counter()
     benchmark = cfg.get("benchmark")
+    depth = benchmark.rerank_depth if benchmark else None  # what pools re-rank; only benchmarks have pools
     results, outputs = {}, [out_dir / "config.yaml"]
     for collection in plan.collections:
         prefix, folder = (f"{collection.name}/", out_dir / collection.name) if benchmark else ("", out_dir)
-        depth = benchmark.rerank_depth if benchmark else None
         retriever = retriever_for(collection, build_retriever, encoder, hardware, depth, cache)
         evaluation, counts, files = evaluate_collection(collection, retriever, cfg.eval, folder, plan.method)
         results[collection.name] = evaluation.metrics
@@ -269,7 +269,7 @@ def _print_summary(
 ) -> None:
     if cfg.get("benchmark"):
         lines = [f"{plan.method} on benchmark {cfg.benchmark.name!r}:"]
-        for group in [collection.name for collection in plan.collections] + ["mean", "gmean"]:
+        for group in [collection.name for collection in plan.collections] + list(MEANS):
             found = {name.split("/", 1)[1]: value for name, value in metrics.items() if name.startswith(f"{group}/")}
             lines.append(f"  {group:10} " + "  ".join(f"{name} {value:.4f}" for name, value in found.items()))
         summary = "\n".join(lines)

@@ -27,7 +27,15 @@ from mlflow.tracking import MlflowClient
 
 from retrieval_exp.errors import UserError
 from retrieval_exp.report_plots import plot_heatmap, plot_intervals, plot_loss
-from retrieval_exp.significance import PairedTest, PooledEffect, aligned, holm, paired_test, random_effects
+from retrieval_exp.significance import (
+    PairedTest,
+    PooledEffect,
+    aligned,
+    geometric_mean,
+    holm,
+    paired_test,
+    random_effects,
+)
 from retrieval_exp.study import System, find_runs, group, pick_baseline
 from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key
 
@@ -85,8 +93,7 @@ def _means(system: System, collections: Sequence[str], measure: str) -> tuple[st
     if any(c not in system.collections for c in collections):
         return "–", "–"
     values = [system.mean(c, measure) for c in collections]
-    geometric = 0.0 if min(values) <= 0 else math.exp(sum(map(math.log, values)) / len(values))
-    return f"{sum(values) / len(values):.4f}", f"{geometric:.4f}"
+    return f"{sum(values) / len(values):.4f}", f"{geometric_mean(values):.4f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -85,6 +85,11 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def geometric_mean(values: Sequence[float]) -> float:
+    """The geometric mean, as TIREx averages across collections; zero when any value is zero."""
+    return 0.0 if min(values) <= 0 else math.exp(sum(map(math.log, values)) / len(values))
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values, in the given order: the i-th smallest p is multiplied by (m - i + 1),
     kept monotone and capped at 1."""

@@ -89,14 +89,14 @@ def require_readable(dataset_id: str) -> None:
     qrels(dataset_id)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=16)  # a benchmark's collections (checked at start-up, read again to search) and training data
 def queries(dataset_id: str) -> dict[str, str]:
     """Query id to query text."""
     rows = _read(dataset_id, "queries", load(dataset_id).queries_iter())
     return {query.query_id: query.default_text() for query in rows}
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=16)
 def qrels(dataset_id: str) -> Qrels:
     """Query id to {doc id: relevance}."""
     table: Qrels = {}
