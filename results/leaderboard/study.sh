@@ -2,8 +2,8 @@
 # The leaderboard: every method's CPU-sized preset, trained on SciFact train, evaluated on every offline test
 # collection (benchmark=offline), with the baselines, then the cross-collection report. Tracking store
 # results/mlflow.db, experiment `leaderboard`. SEEDS (default 1,2,3) sets the seeds of the trained rows; the
-# baselines are deterministic and run once. Needs the offline caches with MiniLM, mpnet and SmolLM2
-# (`python ../shared/offline/seed_cache.py --models minilm,mpnet,smollm2`, see README 'Offline use').
+# baselines are deterministic and run once. Needs the model cache to hold MiniLM, mpnet and SmolLM2 (README,
+# 'Offline use'; the seeding script .ci/setup calls takes --models minilm,mpnet,smollm2).
 # Cross-encoders re-rank each collection's top 20 (RERANK_DEPTH): on 2 CPU cores a cross-encoder scores ~50
 # pairs/s, and the 1,419 judged queries x 100 would take 47 min per model.
 set -euo pipefail
