@@ -39,6 +39,18 @@ def slurm_command(env: dict[str, str], *args: str) -> str:
     return subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
 
 
+def final_states(env: dict[str, str], array: str, wait_s: float = 60) -> list[str]:
+    """The array's `JobID|State` rows once none is still running: a job's result file is written before its
+    process exits, so the launcher may finish while the controller still counts the job as RUNNING."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        states = sorted(slurm_command(env, "sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State").split())
+        if not any(state.endswith(("|RUNNING", "|PENDING", "|COMPLETING")) for state in states):
+            return states
+        assert time.monotonic() < deadline, f"jobs still running {wait_s:.0f} s after the sweep ended: {states}"
+        time.sleep(0.5)
+
+
 def test_a_detached_sweep_runs_as_a_job_array_and_records_each_job(tmp_path: Path, slurm: dict[str, str]) -> None:
     command = launch_command(tmp_path, ON_SLURM, "optim.lr=1e-5,3e-5", "trainer.max_steps=2", multirun=True)
     env = {**os.environ, **slurm, "RETRIEVAL_EXP_LAUNCHER_LOGS": str(tmp_path / "logs")}
@@ -60,8 +72,7 @@ def test_a_detached_sweep_runs_as_a_job_array_and_records_each_job(tmp_path: Pat
         assert "infonce on tiny/test: " in Path(tags["slurm.log"]).read_text()  # the job's own log
         job_ids.add(tags["slurm.job_id"])
     array = job_ids.pop().split("_")[0]
-    states = slurm_command(slurm, "sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State").split()
-    assert sorted(states) == [f"{array}_0|COMPLETED", f"{array}_1|COMPLETED"]
+    assert final_states(slurm, array) == [f"{array}_0|COMPLETED", f"{array}_1|COMPLETED"]
 
 
 def test_a_job_that_raises_is_failed_with_its_error(tmp_path: Path, slurm: dict[str, str], tiny_bert: Path) -> None:
