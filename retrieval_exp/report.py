@@ -3,11 +3,13 @@ collection, paired within each collection, pooled across collections, Holm-corre
 
     python -m retrieval_exp.report SOURCE [--baseline RUN] [--out results/<study>] [--to-parent]
 
-SOURCE is an MLflow experiment name or a sweep id (the `sweep_id` tag); RUN a run id, run name, `method` tag or system
-label. Per collection, each system's per-query values are averaged over its seeds and paired with the baseline's on the
-same queries (paired t-test, Wilcoxon, Cohen's d, bootstrap interval); the seed standard deviation stands beside each
-difference. A dagger (†) marks a Holm-adjusted p < 0.05, the correction taken over every (system, collection) test of
-the measure. Across collections the per-collection differences are pooled by a random-effects model with its interval.
+SOURCE is an MLflow experiment name, a sweep id (the `sweep_id` tag), or a folder of runs exported by
+`python -m retrieval_exp.study export` (the same report, without the run files); RUN a run id, run name, `method` tag
+or system label. Per collection, each system's per-query values are averaged over its seeds and paired with the
+baseline's on the same queries (paired t-test, Wilcoxon, Cohen's d, bootstrap interval); the seed standard deviation
+stands beside each difference. A dagger (†) marks a Holm-adjusted p < 0.05, the correction taken over every (system,
+collection) test of the measure. Across collections the per-collection differences are pooled by a random-effects
+model with its interval.
 """
 
 from __future__ import annotations
@@ -36,11 +38,10 @@ from retrieval_exp.significance import (
     paired_test,
     random_effects,
 )
-from retrieval_exp.study import System, find_runs, group, pick_baseline
+from retrieval_exp.study import COSTS, System, find_runs, group, holds_exported, pick_baseline, read_exported
 from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key
 
 ALPHA = 0.05
-COSTS = {"train s": "time/train_s", "steps": "train/steps", "peak MB": "memory/peak_rss_mb"}
 
 
 @dataclass(frozen=True)
@@ -189,14 +190,16 @@ def write_report(systems: list[System], baseline: System, measures: Sequence[str
     lines += seeds_section(systems, primary)
     lines.append(
         "Per collection, each system's per-query values are averaged over its seeds and paired with the baseline's on "
-        "the same queries; collections are never mixed query by query. Run files: runs/<#>-<seed>-<collection>.trec."
+        "the same queries; collections are never mixed query by query. Run files (of a study read from MLflow): "
+        "runs/<#>-<seed>-<collection>.trec."
     )
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _write_csv(systems, baseline, measures, results, out / "report.csv")
     for number, system in enumerate(systems):
         for run in system.runs:
             for name, result in run.collections.items():
-                shutil.copy(result.run_file, out / "runs" / f"{number}-{run.seed}-{name.replace('/', '_')}.trec")
+                if result.run_file is not None:
+                    shutil.copy(result.run_file, out / "runs" / f"{number}-{run.seed}-{name.replace('/', '_')}.trec")
     plot_heatmap(systems, baseline, study_collections(systems), primary, results[primary][0], ALPHA, out)
     plot_intervals(systems, study_collections(systems), primary, out / f"{metric_key(primary)}.png")
     plot_loss(systems, out / "train_loss.png")
@@ -251,7 +254,7 @@ def _figures(
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m retrieval_exp.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="MLflow experiment name or sweep id")
+    parser.add_argument("source", help="MLflow experiment name, sweep id, or a folder of exported runs")
     parser.add_argument("--baseline", help="run id, run name, method tag or system label (default: the first system)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/reports/<source>)")
     parser.add_argument("--measures", nargs="+", default=["nDCG@10", "R@100", "RR@10"])
@@ -266,10 +269,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = _arguments(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(absolute_uri(args.tracking_uri))
-    out = args.out or Path("results") / "reports" / args.source
+    out = args.out or Path("results") / "reports" / Path(args.source).name
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            runs = find_runs(client, args.source, Path(scratch), COSTS)
+            exported = holds_exported(Path(args.source))
+            if exported and args.to_parent:
+                raise UserError("--to-parent needs an MLflow experiment or sweep as SOURCE, not a folder")
+            runs = (
+                read_exported(Path(args.source)) if exported else find_runs(client, args.source, Path(scratch), COSTS)
+            )
             for measure in args.measures:
                 for run in runs:
                     if any(measure not in result.per_query for result in run.collections.values()):

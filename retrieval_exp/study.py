@@ -1,9 +1,22 @@
-"""A study read from MLflow: its finished runs, each with its results per test collection, grouped into systems (runs
-whose configs differ only by `seed`), with what distinguishes one system from the others as its label."""
+"""A study read from MLflow, or from the records exported from it: its finished runs, each with its results per test
+collection, grouped into systems (runs whose configs differ only by `seed`), with what distinguishes one system from
+the others as its label.
+
+    python -m retrieval_exp.study export SOURCE FOLDER [--tracking-uri URI]   # add SOURCE's finished runs to FOLDER
+    python -m retrieval_exp.study has FOLDER KEY=VALUE...                     # exit 0 if a run there has them all
+
+An exported study is one `<run id>.json` per run in a folder a repository can hold: everything the report reads but the
+run files. A study run on several machines adds up there, and its report regenerates anywhere.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import statistics
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,19 +26,20 @@ from mlflow.entities import Run as MlflowRun
 from mlflow.tracking import MlflowClient
 
 from retrieval_exp.errors import UserError
-from retrieval_exp.tracking.mlflow_run import metric_key
+from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key
 
-FILES = ("perquery.tsv", "run.trec")  # what a report reads of each collection's artifacts
+COSTS = {"train s": "time/train_s", "steps": "train/steps", "peak MB": "memory/peak_rss_mb"}  # label -> metric
 PerQuery = dict[str, dict[str, float]]  # measure -> query id -> value
 
 
 @dataclass
 class CollectionResult:
-    """One run's result on one collection: its aggregate measures, per-query values and run file."""
+    """One run's result on one collection: its aggregate measures, per-query values and run file (None when read
+    from an exported study: the run files stay in the store)."""
 
     metrics: dict[str, float]
     per_query: PerQuery
-    run_file: Path
+    run_file: Path | None
 
 
 @dataclass
@@ -39,6 +53,7 @@ class StudyRun:
     costs: dict[str, float]
     loss_curve: list[tuple[int, float]]
     parent_run_id: str | None
+    started_ms: int = 0  # the run's start time: systems are listed in order of first appearance
 
 
 @dataclass
@@ -74,8 +89,11 @@ class System:
         return {q: float(np.mean([table.get(q, 0.0) for table in tables])) for q in queries}
 
 
-def find_runs(client: MlflowClient, source: str, folder: Path, costs: dict[str, str]) -> list[StudyRun]:
-    """Finished, non-parent runs of experiment `source`, or of the sweep whose id is `source`."""
+def find_runs(
+    client: MlflowClient, source: str, folder: Path, costs: dict[str, str], run_files: bool = True
+) -> list[StudyRun]:
+    """Finished, non-parent runs of experiment `source`, or of the sweep whose id is `source`, their artifacts
+    downloaded under `folder` (the run files only if `run_files`)."""
     experiment = client.get_experiment_by_name(source)
     if experiment is not None:
         found = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
@@ -85,10 +103,10 @@ def find_runs(client: MlflowClient, source: str, folder: Path, costs: dict[str, 
     finished = [r for r in found if r.info.status == "FINISHED" and "sweep_parent" not in r.data.tags]
     if not finished:
         raise UserError(f"no finished runs in experiment or sweep {source!r}: check the name and --tracking-uri")
-    return [_load(client, record, folder / record.info.run_id, costs) for record in finished]
+    return [_load(client, record, folder / record.info.run_id, costs, run_files) for record in finished]
 
 
-def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str, str]) -> StudyRun:
+def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str, str], run_files: bool) -> StudyRun:
     run_id, tags, metrics = record.info.run_id, record.data.tags, record.data.metrics
     benchmark = tags.get("dataset", "").startswith("benchmark:")
     names = tags.get("collections", "").split(",") if benchmark else [tags.get("dataset", "test")]
@@ -96,7 +114,8 @@ def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str
     collections = {}
     for name in names:
         folder = f"{name}/" if benchmark else ""
-        table, run_file = (Path(client.download_artifacts(run_id, folder + f, str(target))) for f in FILES)
+        table = Path(client.download_artifacts(run_id, folder + "perquery.tsv", str(target)))
+        run_file = Path(client.download_artifacts(run_id, folder + "run.trec", str(target))) if run_files else None
         per_query: PerQuery = {}
         for line in table.read_text().splitlines()[1:]:
             query_id, measure, value = line.split("\t")
@@ -116,7 +135,59 @@ def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str
         {label: metrics[key] for label, key in costs.items() if key in metrics},
         sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")),
         tags.get("mlflow.parentRunId"),
+        record.info.start_time,
     )
+
+
+def export_runs(runs: Sequence[StudyRun], folder: Path) -> list[Path]:
+    """Write each run as `<folder>/<run id>.json` (without its run files). Of runs with the same overrides (one row
+    run again, say on another machine) only the latest started is kept. Returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = {run.run_id: run for run in (read_exported(folder) if holds_exported(folder) else [])}
+    written = []
+    for run in runs:
+        same = [old for old in kept.values() if old.run_id != run.run_id and set(old.overrides) == set(run.overrides)]
+        if any(old.started_ms > run.started_ms for old in same):
+            continue
+        for old in same:
+            (folder / f"{old.run_id}.json").unlink()
+            del kept[old.run_id]
+        kept[run.run_id] = run
+        record = dataclasses.asdict(run)
+        for result in record["collections"].values():
+            del result["run_file"]
+        path = folder / f"{run.run_id}.json"
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def holds_exported(path: Path) -> bool:
+    """Whether `path` is a folder of exported runs."""
+    return path.is_dir() and any(path.glob("*.json"))
+
+
+def read_exported(folder: Path) -> list[StudyRun]:
+    """The runs `export_runs` wrote to `folder`, in order of their start."""
+    records = [json.loads(path.read_text()) for path in folder.glob("*.json")]
+    if not records:
+        raise UserError(
+            f"no exported runs (*.json) in {folder}: write them with `python -m retrieval_exp.study export`"
+        )
+    runs = []
+    for record in records:
+        record["collections"] = {
+            name: CollectionResult(result["metrics"], result["per_query"], None)
+            for name, result in record["collections"].items()
+        }
+        record["loss_curve"] = [(int(step), float(value)) for step, value in record["loss_curve"]]
+        runs.append(StudyRun(**record))
+    return sorted(runs, key=lambda run: (run.started_ms, run.run_id))
+
+
+def matching(runs: Sequence[StudyRun], overrides: Sequence[str]) -> list[StudyRun]:
+    """The runs whose overrides include every one of `overrides` (in any order)."""
+    return [run for run in runs if set(overrides) <= set(run.overrides)]
 
 
 def _key(override: str) -> str:
@@ -160,3 +231,33 @@ def pick_baseline(systems: Sequence[System], wanted: str | None) -> System:
             f"--baseline {wanted!r} matches {len(matches)} systems: give a run id, or a unique name, method or label"
         )
     return matches[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retrieval_exp.study", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="add the finished runs of an MLflow experiment or sweep to FOLDER")
+    export.add_argument("source", help="MLflow experiment name or sweep id")
+    export.add_argument("folder", type=Path)
+    export.add_argument("--tracking-uri", default="sqlite:///results/mlflow.db")
+    has = commands.add_parser("has", help="exit 0 if an exported run in FOLDER has all the overrides, else 1")
+    has.add_argument("folder", type=Path)
+    has.add_argument("overrides", nargs="+", metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "has":
+            found = matching(read_exported(args.folder), args.overrides) if holds_exported(args.folder) else []
+            print(" ".join(run.run_id for run in found))
+            return 0 if found else 1
+        with tempfile.TemporaryDirectory() as scratch:
+            client = MlflowClient(absolute_uri(args.tracking_uri))
+            written = export_runs(find_runs(client, args.source, Path(scratch), COSTS, run_files=False), args.folder)
+        print(f"{len(written)} runs of {args.source} exported to {args.folder}")
+        return 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -205,3 +205,40 @@ def test_systems_group_runs_that_differ_only_across_the_given_keys() -> None:
     assert [len(system.runs) for system in group(runs)] == [1, 1, 2]  # init=x and init=y are different systems
     with pytest.raises(UserError, match="runs that differ only by seed must each set a different seed"):
         group([run("experiment=a init=x", "default"), run("experiment=a init=y", "default")], ("init",))
+
+
+def study(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "retrieval_exp.study", *args], cwd=REPO, capture_output=True, text=True
+    )
+
+
+def test_an_exported_study_adds_up_across_stores_and_reports_as_from_mlflow(benchmark_store) -> None:
+    store, _ = benchmark_store
+    folder = store / "exported"
+    assert study("has", str(folder), "loss=better").returncode == 1  # nothing exported yet
+    export = ["export", "bench", str(folder), "--tracking-uri"]
+    assert study(*export, f"sqlite:///{store}/mlflow.db").returncode == 0
+    from_mlflow = report(store, "bench", "--baseline", "base", "--out", str(store / "a"), "--measures", "nDCG@10")
+    from_folder = report(store, str(folder), "--baseline", "base", "--out", str(store / "b"), "--measures", "nDCG@10")
+    assert from_mlflow.returncode == 0 and from_folder.returncode == 0, from_folder.stderr[-2000:]
+    assert (store / "a" / "report.csv").read_text() == (store / "b" / "report.csv").read_text()
+    assert (store / "a" / "report.md").read_text() == (store / "b" / "report.md").read_text()
+    assert not any((store / "b" / "runs").iterdir())  # the run files stay in the store
+
+    elsewhere = store / "elsewhere"  # a second machine's store: one more seed of `better`, and b_only run again
+    elsewhere.mkdir()
+    shifted = {c: np.clip(v + 0.04, 0, 1) for c, v in COLLECTIONS.items()}
+    log_benchmark_run(elsewhere, "better", shifted, "benchmark=tiny loss=better seed=4")
+    again = log_benchmark_run(elsewhere, "b_only", {"b": COLLECTIONS["b"] + 0.1}, "loss=b_only benchmark=tiny")
+    for workdir in (elsewhere, store):  # the store's older b_only does not come back
+        assert study(*export, f"sqlite:///{workdir}/mlflow.db").returncode == 0
+    assert len(list(folder.glob("*.json"))) == 1 + 3 * 2 + 1 + 1
+    assert study("has", str(folder), "loss=b_only").stdout.split() == [again]
+    found = study("has", str(folder), "seed=4", "loss=better")
+    assert found.returncode == 0 and len(found.stdout.split()) == 1
+    assert study("has", str(folder), "seed=4", "loss=noise").returncode == 1
+    combined = report(store, str(folder), "--baseline", "base", "--out", str(store / "c"), "--measures", "nDCG@10")
+    rows = {(r["system"], r["collection"]): r for r in csv.DictReader((store / "c" / "report.csv").open())}
+    assert combined.returncode == 0 and rows["loss=better", "a"]["seeds"] == "4"
+    assert report(store, str(folder), "--to-parent").returncode == 2
