@@ -18,7 +18,8 @@ from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import parse_measures
 from retrieval_exp.losses.weighted import WeightedSum, combined
-from retrieval_exp.models.hub import require_available
+from retrieval_exp.models.hub import require_available, require_dropout
+from retrieval_exp.training.grad_cache import ChunkableModel
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def validate(cfg: DictConfig) -> Plan:
     if needs_model:
         model = target_class(cfg.model, "model")
         require_available(cfg.model.name_or_path)
+        require_dropout(cfg.model.get("dropout"))
         if cfg.model.get("lm"):  # a Revela model's language model
             require_available(cfg.model.lm)
         if retriever.needs_encoder:
@@ -135,6 +137,8 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
             instantiate(cfg.data.train.selection)  # a rule is a few numbers: bad ones fail here, not mid-run
         except InstantiationException as err:
             raise UserError(f"data.train.selection: {err.__cause__}") from None
+    if cfg.trainer.get("cache_chunk") is not None:
+        _check_cache_chunk(cfg.trainer.cache_chunk, model)
     optimizer = target_class(cfg.optim, "optim")
     requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
     if requirement and importlib.util.find_spec(requirement[0]) is None:
@@ -147,3 +151,13 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
             raise UserError(f"loss {loss.name!r} distils a teacher's scores: choose one, e.g. model@teacher=mpnet")
         require_available(cfg.teacher.name_or_path)
     return loss
+
+
+def _check_cache_chunk(chunk: Any, model: Any) -> None:
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+        raise UserError(f"trainer.cache_chunk={chunk!r} is not a positive number of texts: e.g. 32, or null for off")
+    if not issubclass(model, ChunkableModel):
+        raise UserError(
+            f"trainer.cache_chunk caches the embeddings of bi-encoders, but the model is a {model.kind}: "
+            "set trainer.cache_chunk=null"
+        )

@@ -18,11 +18,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer, BatchEncoding
+from transformers import AutoTokenizer, BatchEncoding
 
 from retrieval_exp.batches import Triple
 from retrieval_exp.errors import UserError
-from retrieval_exp.models.hub import require_kind, save_folder
+from retrieval_exp.models.hub import load_encoder, require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
 
 Side = Literal["query", "doc"]
@@ -63,7 +63,7 @@ class BiEncoder(torch.nn.Module):
 
     `projection`: the pooled vector goes through Linear(hidden, projection) and Dropout(projection_dropout) before
     normalisation. A saved model folder carries its head's weights (projection.safetensors), loaded when the config
-    asks for a head of that size.
+    asks for a head of that size. `dropout` sets the encoder's dropout probabilities (None: the checkpoint's).
     """
 
     kind = "bi_encoder"
@@ -79,12 +79,13 @@ class BiEncoder(torch.nn.Module):
         doc_prefix: str = "",
         projection: int | None = None,
         projection_dropout: float = 0.1,
+        dropout: float | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise UserError(f"model.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
         require_kind(name_or_path, self.kind)
-        self.encoder = AutoModel.from_pretrained(name_or_path)
+        self.encoder = load_encoder(name_or_path, dropout)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         if pooling == "eos":
             self.tokenizer.padding_side = "right"
@@ -150,8 +151,15 @@ class BiEncoder(torch.nn.Module):
 
     def training_output(self, batch: TripleBatch) -> TripleEmbeddings:
         """What bi-encoder losses consume for a batch."""
-        queries = self(batch.queries)
-        documents = self(batch.documents)
+        return self.assemble(batch, [self(tokens) for tokens in self.embedding_inputs(batch)])
+
+    def embedding_inputs(self, batch: TripleBatch) -> list[BatchEncoding]:
+        """The texts a batch's output embeds: its queries, then its documents (training/grad_cache.py)."""
+        return [batch.queries, batch.documents]
+
+    def assemble(self, batch: TripleBatch, embeddings: Sequence[torch.Tensor]) -> TripleEmbeddings:
+        """The training output from the embeddings of `embedding_inputs(batch)`."""
+        queries, documents = embeddings
         size = queries.shape[0]
         negatives = documents[size:].view(size, batch.num_negatives, documents.shape[-1])
         return TripleEmbeddings(queries, documents[:size], negatives)

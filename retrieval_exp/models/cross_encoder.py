@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer, BatchEncoding
+from transformers import AutoTokenizer, BatchEncoding
 
 from retrieval_exp.batches import RankedList
 from retrieval_exp.errors import UserError
-from retrieval_exp.models.hub import require_kind, save_folder
+from retrieval_exp.models.hub import load_encoder, require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
 
 HEAD_FILE = "score_head.safetensors"
@@ -47,16 +47,22 @@ class CrossEncoder(torch.nn.Module):
     """Scores a (query, document) pair jointly. `linear_bias`: the score head has a bias (the 2024 Rank-DistiLLM
     code and webis/monoelectra-base do; lightning-ir's current default does not). A model folder saved by the suite
     carries its head (score_head.safetensors); a plain encoder gets a fresh head, initialised as Hugging Face
-    initialises classifier heads (normal, std = the encoder's initializer_range; zero bias)."""
+    initialises classifier heads (normal, std = the encoder's initializer_range; zero bias). `dropout` sets the
+    encoder's dropout probabilities (None: the checkpoint's)."""
 
     kind = "cross_encoder"
 
     def __init__(
-        self, name_or_path: str, query_length: int = 32, doc_length: int = 256, linear_bias: bool = True
+        self,
+        name_or_path: str,
+        query_length: int = 32,
+        doc_length: int = 256,
+        linear_bias: bool = True,
+        dropout: float | None = None,
     ) -> None:
         super().__init__()
         require_kind(name_or_path, self.kind)
-        self.encoder = AutoModel.from_pretrained(name_or_path)
+        self.encoder = load_encoder(name_or_path, dropout)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         self._pair_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)
         self._pair_tokenizer.no_padding()

@@ -1,5 +1,6 @@
 """Hugging Face model folders: checks that one can be loaded here, and as the kind of model the config asks for,
-before anything is loaded; and writing one with the suite's head and settings beside the weights."""
+before anything is loaded; loading an encoder with the config's dropout; and writing one with the suite's head and
+settings beside the weights."""
 
 from __future__ import annotations
 
@@ -11,10 +12,33 @@ from typing import Any
 import torch
 from huggingface_hub import constants, try_to_load_from_cache
 from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from retrieval_exp.errors import UserError
 
 SETTINGS_FILE = "retrieval_exp.json"  # what the suite writes beside the weights of a model it saves
+
+
+def require_dropout(dropout: Any) -> None:
+    """model.dropout is None or a probability."""
+    if dropout is not None and (
+        isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1
+    ):
+        raise UserError(f"model.dropout={dropout} is not a probability in [0, 1): e.g. 0.1, or null for the model's")
+
+
+def load_encoder(name_or_path: str, dropout: float | None = None) -> PreTrainedModel:
+    """The Hugging Face encoder, with every dropout probability of its config (hidden, attention, ...) set to
+    `dropout`; None keeps the checkpoint's. dropout=0 makes training deterministic (model.dropout)."""
+    require_dropout(dropout)
+    if dropout is None:
+        return AutoModel.from_pretrained(name_or_path)
+    config = AutoConfig.from_pretrained(name_or_path)
+    saved = {key: value for key, value in config.to_dict().items() if "dropout" in key and isinstance(value, float)}
+    config.update(dict.fromkeys(saved, float(dropout)))
+    model = AutoModel.from_pretrained(name_or_path, config=config)
+    model.config.update(saved)  # a training setting: the modules have it, a saved folder keeps the checkpoint's
+    return model
 
 
 def require_available(name_or_path: str) -> None:

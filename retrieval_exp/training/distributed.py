@@ -108,14 +108,15 @@ def start(device: str) -> Ranks:
 
 
 class TrainingForward(torch.nn.Module):
-    """`model.training_output` as forward(), the call DistributedDataParallel watches to synchronise gradients."""
+    """`model.training_output` as forward(), the call DistributedDataParallel watches to synchronise gradients;
+    with `encode`, the embeddings of one chunk of tokenised texts (the gradient cache's passes)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, batch: Any) -> Any:
-        return self.model.training_output(batch)
+    def forward(self, batch: Any, encode: bool = False) -> Any:
+        return self.model(batch) if encode else self.model.training_output(batch)
 
 
 def data_parallel(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.training import checkpoint
 from retrieval_exp.training.distributed import SINGLE_PROCESS, Ranks, data_parallel
+from retrieval_exp.training.grad_cache import cached_backward
 from retrieval_exp.training.optim import parameter_groups
 from retrieval_exp.training.preemption import DeferredStop, Preempted
 from retrieval_exp.training.rerank_validation import RerankValidation
@@ -33,7 +35,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainerSettings:
     """The `trainer` config node. One step = batch_size x grad_accum examples (over all processes); max_steps
-    overrides epochs. `gather_across_ranks`: the loss of each process sees the batch of every process."""
+    overrides epochs. `gather_across_ranks`: the loss of each process sees the batch of every process. `cache_chunk`:
+    encode at most that many texts at a time through the gradient cache (grad_cache.py)."""
 
     epochs: int = 1
     max_steps: int | None = None
@@ -44,6 +47,7 @@ class TrainerSettings:
     log_every: int = 10
     no_decay_bias_and_norm: bool = False
     gather_across_ranks: bool = False
+    cache_chunk: int | None = None
 
 
 @dataclass
@@ -92,7 +96,6 @@ def train(
     if step:
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint_dir / checkpoint.LAST)
     forward = data_parallel(model, ranks, hardware.torch_device)
-    scale = ranks.world if settings.gather_across_ranks else 1  # DDP averages; the gathered loss is already global
     model.train()
     started = time.perf_counter()
     stopped = False
@@ -117,13 +120,7 @@ def train(
                 for micro in range(settings.grad_accum):
                     batch = next(batches).to(hardware.torch_device)
                     last = micro == settings.grad_accum - 1
-                    with _synchronised(forward, last):
-                        with hardware.autocast():
-                            output = forward(batch)
-                            if settings.gather_across_ranks:
-                                output, batch = ranks.gather(output), ranks.gather(batch)
-                            value = loss.compute_loss(output, batch) / settings.grad_accum
-                        (value * scale).backward()  # outside autocast, as torch recommends
+                    value = _micro_step(model, forward, loss, batch, settings, hardware, ranks, last)
                     window.add(value, loss.terms, settings.grad_accum)
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -160,6 +157,46 @@ def train(
         model.load_state_dict(checkpoint.load(checkpoint_dir, checkpoint.BEST)["model"])
     trained = (step - resumed_from) * per_step
     return TrainingResult(step, seconds, trained / seconds if seconds else 0.0, resumed_from)
+
+
+def _micro_step(
+    model: Any,
+    forward: torch.nn.Module,
+    loss: Loss,
+    batch: Any,
+    settings: TrainerSettings,
+    hardware: Hardware,
+    ranks: Ranks,
+    last: bool,
+) -> torch.Tensor:
+    """Forward and backward of one micro-batch (through the gradient cache with `cache_chunk`); its loss / grad_accum
+    comes back. Gradients are synchronised across ranks on the `last` micro-batch of the step only."""
+    scale = ranks.world if settings.gather_across_ranks else 1  # DDP averages; the gathered loss is already global
+
+    def loss_of(output: Any) -> torch.Tensor:
+        with hardware.autocast():
+            scored, seen = (
+                (ranks.gather(output), ranks.gather(batch)) if settings.gather_across_ranks else (output, batch)
+            )
+            return loss.compute_loss(scored, seen) / settings.grad_accum
+
+    if settings.cache_chunk:
+        return cached_backward(
+            model,
+            partial(forward, encode=True),
+            batch,
+            loss_of,
+            scale,
+            settings.cache_chunk,
+            lambda final: _synchronised(forward, last and final),
+            hardware.autocast,
+        )
+    with _synchronised(forward, last):
+        with hardware.autocast():
+            output = forward(batch)
+        value = loss_of(output)
+        (value * scale).backward()  # outside autocast, as torch recommends
+    return value.detach()
 
 
 class LogWindow:
