@@ -20,12 +20,25 @@ class BatchShape(StrEnum):
 @dataclass(frozen=True)
 class Triple:
     """One training example as text: a query, a relevant document and k non-relevant ones; with a teacher, its
-    scores for the positive then each negative."""
+    scores for the positive then each negative. Ids where the data has them: the query's, the documents' (positive,
+    then negatives) and those of every document judged relevant to the query, so that a batch can tell another
+    row's document that is relevant to this query (or is this row's positive) from a true negative."""
 
     query: str
     positive: str
     negatives: tuple[str, ...]
     teacher_scores: tuple[float, ...] | None = None
+    query_id: str | None = None
+    doc_ids: tuple[str, ...] | None = None
+    relevant: frozenset[str] = frozenset()
+
+    def document_keys(self) -> tuple[str, ...]:
+        """What identifies each document (positive, then negatives): its id, or its text where there is none."""
+        return self.doc_ids or (self.positive, *self.negatives)
+
+    def is_relevant(self, key: str, text: str) -> bool:
+        """Whether a document (its key and text) is judged relevant to this query, or is this row's positive."""
+        return key in self.relevant or key == self.document_keys()[0] or text == self.positive
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,8 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
     requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
     if requirement and importlib.util.find_spec(requirement[0]) is None:
         raise UserError(requirement[1])
+    if cfg.trainer.get("loss_patience") is not None and cfg.get("validation"):
+        raise UserError("trainer.loss_patience and validation both stop early: keep one (e.g. validation=null)")
     if cfg.get("validation"):
         irds.require(cfg.validation.dataset, "queries", "qrels", "scoreddocs")
         parse_measures([cfg.validation.measure])

@@ -8,6 +8,9 @@ import torch
 
 from retrieval_exp.batches import BatchShape
 from retrieval_exp.losses.base import Loss
+from retrieval_exp.models.bi_encoder import TripleBatch
+
+UNMASKED = TripleBatch(None, None, 0)  # type: ignore[arg-type]  # a batch without false negatives, for losses' tests
 
 
 class CrossEncoderOnlyLoss(Loss):

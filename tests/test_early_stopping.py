@@ -46,6 +46,29 @@ def test_training_ends_with_the_best_validated_weights(tmp_path: Path) -> None:
     assert validator.score(trained.model, Hardware()) == pytest.approx(validator.best)
 
 
+def test_training_loss_patience_stops_on_epochs_and_keeps_the_best_epoch(tmp_path: Path) -> None:
+    """lr 0.3 makes the tiny model's training loss jump about, so the patience of 1 epoch runs out."""
+    overrides = ("trainer.loss_patience=1", "optim.lr=0.3", "scheduler.warmup=0", "scheduler.decay=constant")
+    trained = run_training(tmp_path, max_steps=40, overrides=overrides)
+    epoch_losses, steps = trained.validations, trained.result.steps
+    per_epoch = steps // len(epoch_losses)
+    assert steps < 40 and steps % per_epoch == 0  # it stopped, at the end of an epoch
+    best = epoch_losses.index(min(epoch_losses))
+    assert best == len(epoch_losses) - 2  # the one before the first epoch without improvement (patience 1)
+    per_step_means = [sum(trained.losses[i : i + per_epoch]) / per_epoch for i in range(0, steps, per_epoch)]
+    assert epoch_losses == pytest.approx(per_step_means, rel=1e-5)  # the mean of the epoch's logged step losses
+    kept = checkpoint.load(tmp_path, checkpoint.BEST)
+    assert kept["step"] == (best + 1) * per_epoch
+    assert all((kept["model"][name] == value).all() for name, value in trained.model.state_dict().items())
+
+
+def test_loss_patience_and_validation_cannot_both_stop() -> None:
+    cfg = compose_config(*PAPER_TINY, "optim=adamw", "trainer.loss_patience=2")
+    register_all(cfg.data.register)
+    with pytest.raises(UserError, match="trainer.loss_patience and validation both stop early"):
+        validate(cfg)
+
+
 def test_bias_and_norm_weights_can_be_exempt_from_weight_decay() -> None:
     model = instantiate(compose_config(*TINY).model)
     decayed, exempt = parameter_groups(model, exclude_bias_and_norm=True)

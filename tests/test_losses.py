@@ -7,6 +7,7 @@ import torch
 
 from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.models.bi_encoder import TripleEmbeddings
+from tests.fakes import UNMASKED
 
 
 def embeddings(requires_grad: bool = False) -> TripleEmbeddings:
@@ -23,30 +24,30 @@ def nll(scores: list[float], target: int) -> float:
 def test_in_batch_matches_hand_computation() -> None:
     # q0 against [p0, p1, n0, n1] = [1, 0.6, 0, 1]; q1 against them = [0, 0.8, 1, 0].
     expected = (nll([1, 0.6, 0, 1], 0) + nll([0, 0.8, 1, 0], 1)) / 2
-    value = InfoNCE(temperature=1.0).compute_loss(embeddings(), None)
+    value = InfoNCE(temperature=1.0).compute_loss(embeddings(), UNMASKED)
     assert value.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_own_negatives_only_matches_hand_computation() -> None:
     expected = (nll([1, 0], 0) + nll([0.8, 0], 0)) / 2
-    value = InfoNCE(temperature=1.0, in_batch=False).compute_loss(embeddings(), None)
+    value = InfoNCE(temperature=1.0, in_batch=False).compute_loss(embeddings(), UNMASKED)
     assert value.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_temperature_divides_scores() -> None:
     expected = (nll([2, 1.2, 0, 2], 0) + nll([0, 1.6, 2, 0], 1)) / 2
-    assert InfoNCE(temperature=0.5).compute_loss(embeddings(), None).item() == pytest.approx(expected, abs=1e-6)
+    assert InfoNCE(temperature=0.5).compute_loss(embeddings(), UNMASKED).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_gradient_raises_the_positive_score() -> None:
     output = embeddings(requires_grad=True)
-    InfoNCE().compute_loss(output, None).backward()
+    InfoNCE().compute_loss(output, UNMASKED).backward()
     # Descending the gradient moves p1 towards q1 = (0, 1): its second coordinate must grow.
     assert output.positives.grad is not None and output.positives.grad[1, 1] < 0
 
 
 def test_one_query_batch_is_the_same_with_and_without_in_batch() -> None:
     single = TripleEmbeddings(torch.tensor([[0.6, 0.8]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[[0.0, 1.0]]]))
-    with_batch = InfoNCE(in_batch=True).compute_loss(single, None)
-    without = InfoNCE(in_batch=False).compute_loss(single, None)
+    with_batch = InfoNCE(in_batch=True).compute_loss(single, UNMASKED)
+    without = InfoNCE(in_batch=False).compute_loss(single, UNMASKED)
     assert with_batch.item() == pytest.approx(without.item())

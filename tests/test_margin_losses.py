@@ -12,6 +12,7 @@ import torch
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.margin import AdaptiveMargin, DistributedMargin, StaticMargin
 from retrieval_exp.models.bi_encoder import TripleEmbeddings
+from tests.fakes import UNMASKED
 
 
 def triples(requires_grad: bool = False) -> TripleEmbeddings:
@@ -35,7 +36,9 @@ def mean(values: list[float]) -> float:
     ],
 )
 def test_adaptive_own_negatives(error_fn: str, expected: float) -> None:
-    assert AdaptiveMargin(error_fn=error_fn).compute_loss(triples(), None).item() == pytest.approx(expected, abs=1e-6)
+    assert AdaptiveMargin(error_fn=error_fn).compute_loss(triples(), UNMASKED).item() == pytest.approx(
+        expected, abs=1e-6
+    )
 
 
 def test_adaptive_in_batch_is_b_by_b() -> None:
@@ -43,19 +46,33 @@ def test_adaptive_in_batch_is_b_by_b() -> None:
     loss = AdaptiveMargin(in_batch=True)
     assert loss.margins(triples()).shape == (2, 2)
     expected = mean([0.3**2, 1.18**2, 1.0**2, 0.4**2])
-    assert loss.compute_loss(triples(), None).item() == pytest.approx(expected, abs=1e-6)
+    assert loss.compute_loss(triples(), UNMASKED).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_static_with_and_without_in_batch() -> None:
-    assert StaticMargin(margin=0.5).compute_loss(triples(), None).item() == pytest.approx(mean([0.01, 0.01]))
-    in_batch = StaticMargin(margin=0.5, in_batch=True).compute_loss(triples(), None).item()
+    assert StaticMargin(margin=0.5).compute_loss(triples(), UNMASKED).item() == pytest.approx(mean([0.01, 0.01]))
+    in_batch = StaticMargin(margin=0.5, in_batch=True).compute_loss(triples(), UNMASKED).item()
     assert in_batch == pytest.approx(mean([0.1**2, 0.7**2, 0.5**2, 0.1**2]), abs=1e-6)
+
+
+def test_the_authors_in_batch_form_takes_each_negatives_own_positive() -> None:
+    # m[i,j] = cos(q_j,d+_j) - cos(q_i,d-_j) = [[.6 - 0, 1 - .8], [.6 - 1, 1 - .6]] = [[.6, .2], [-.4, .4]]
+    static = StaticMargin(margin=0.5, in_batch=True, in_batch_form="authors")
+    torch.testing.assert_close(static.margins(triples()), torch.tensor([[0.6, 0.2], [-0.4, 0.4]]))
+    assert static.compute_loss(triples(), UNMASKED).item() == pytest.approx(mean([0.01, 0.09, 0.81, 0.01]), abs=1e-6)
+    adaptive = AdaptiveMargin(in_batch=True, in_batch_form="authors")  # the same targets [[.9, .98], [1, .8]]
+    expected = mean([0.3**2, 0.78**2, 1.4**2, 0.4**2])
+    assert adaptive.compute_loss(triples(), UNMASKED).item() == pytest.approx(expected, abs=1e-6)
+    own = AdaptiveMargin(in_batch_form="authors").compute_loss(triples(), UNMASKED)  # no in-batch: no difference
+    assert own.item() == pytest.approx(AdaptiveMargin().compute_loss(triples(), UNMASKED).item())
+    with pytest.raises(UserError, match="loss.in_batch_form='code' is not one of paper, authors"):
+        StaticMargin(in_batch_form="code")
 
 
 def test_distributed_broadcasts_each_margin_over_all_positives() -> None:
     # e[i,j] = m_j - t[i,j], m = [.6, .4], t = [[.9, .98], [1, .8]]
     expected = mean([0.3**2, 0.58**2, 0.4**2, 0.4**2])
-    assert DistributedMargin().compute_loss(triples(), None).item() == pytest.approx(expected, abs=1e-6)
+    assert DistributedMargin().compute_loss(triples(), UNMASKED).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_distributed_under_l2_is_distance_to_mean_target_plus_variance() -> None:
@@ -63,7 +80,7 @@ def test_distributed_under_l2_is_distance_to_mean_target_plus_variance() -> None
     loss = DistributedMargin()
     margins, targets = loss.margins(output)[0], loss.targets(output)
     closed_form = ((margins - targets.mean(0)) ** 2 + targets.var(0, unbiased=False)).mean()
-    assert loss.compute_loss(output, None).item() == pytest.approx(closed_form.item(), abs=1e-5)
+    assert loss.compute_loss(output, UNMASKED).item() == pytest.approx(closed_form.item(), abs=1e-5)
 
 
 def test_distributed_refuses_in_batch() -> None:
@@ -78,8 +95,8 @@ def test_adaptive_equals_static_when_every_doc_similarity_is_2c_minus_1(in_batch
     output = TripleEmbeddings(
         torch.randn(2, 3), torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([[negative], [negative]])
     )
-    adaptive = AdaptiveMargin(in_batch=in_batch).compute_loss(output, None)
-    static = StaticMargin(margin=0.75, in_batch=in_batch).compute_loss(output, None)
+    adaptive = AdaptiveMargin(in_batch=in_batch).compute_loss(output, UNMASKED)
+    static = StaticMargin(margin=0.75, in_batch=in_batch).compute_loss(output, UNMASKED)
     assert adaptive.item() == pytest.approx(static.item(), abs=1e-6)
 
 
@@ -92,7 +109,7 @@ def test_several_negatives_give_one_margin_each() -> None:
 
 def positive_gradient(loss: AdaptiveMargin | DistributedMargin) -> torch.Tensor:
     output = triples(requires_grad=True)
-    loss.compute_loss(output, None).backward()
+    loss.compute_loss(output, UNMASKED).backward()
     return output.positives.grad
 
 

@@ -35,7 +35,7 @@ class Trained:
     model: torch.nn.Module
     result: TrainingResult
     losses: list[float]
-    validations: list[float]
+    validations: list[float]  # the values early stopping watched: val/* or train/epoch_loss
 
 
 def run_training(
@@ -56,7 +56,7 @@ def run_training(
 
     def record(metrics: dict[str, float], step: int) -> None:
         losses.extend(v for k, v in metrics.items() if k == "train/loss")
-        validations.extend(v for k, v in metrics.items() if k.startswith("val/"))
+        validations.extend(v for k, v in metrics.items() if k.startswith("val/") or k == "train/epoch_loss")
         if step == stop_at:
             raise Interrupted
 

@@ -21,8 +21,16 @@ class ScoredPairs(TripleSampler):
 
     batch_shape = BatchShape.SCORED_PAIRS
 
-    def __init__(self, dataset: str, selection: Any = None, min_relevance: int = 1, seed: int = 0) -> None:
-        super().__init__(dataset, 0, seed)
+    def __init__(
+        self,
+        dataset: str,
+        selection: Any = None,
+        min_relevance: int = 1,
+        seed: int = 0,
+        unique_queries: bool = False,
+        batch_size: int = 0,
+    ) -> None:
+        super().__init__(dataset, 0, seed, unique_queries, batch_size)
         self.selection, self.min_relevance = selection, min_relevance
 
     def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:

@@ -13,6 +13,7 @@ from typing import Any
 from retrieval_exp.batches import BatchShape, Triple
 from retrieval_exp.data import irds
 from retrieval_exp.data.teacher import TeacherScores
+from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.run import ranked
 
 log = logging.getLogger(__name__)
@@ -21,13 +22,20 @@ Example = tuple[str, str, list[str]]  # query id, positive doc id, the doc ids i
 
 class TripleSampler(ABC):
     """Examples read once; each epoch shuffles them and draws `negatives` per example from its candidates, the same
-    for the same (seed, epoch). The candidates are fixed at load time, so a teacher can score them all beforehand."""
+    for the same (seed, epoch). The candidates are fixed at load time, so a teacher can score them all beforehand.
+    Each triple carries its ids and its query's relevant documents (every positive of the examples), for the
+    in-batch losses' false-negative mask."""
 
     batch_shape = BatchShape.TRIPLES
     requires: tuple[str, ...] = ("docs", "queries", "qrels")  # what the dataset must provide
 
-    def __init__(self, dataset: str, negatives: int, seed: int) -> None:
+    def __init__(
+        self, dataset: str, negatives: int, seed: int, unique_queries: bool = False, batch_size: int = 0
+    ) -> None:
+        if unique_queries and batch_size < 1:
+            raise UserError(f"data.train.unique_queries needs the batch size: data.train.batch_size={batch_size}")
         self.dataset, self.negatives, self.seed = dataset, negatives, seed
+        self.unique_queries, self.batch_size = unique_queries, batch_size
         self._examples: list[Example] = []
         self._loaded = False
         self._teacher: dict[tuple[str, str], float] | None = None
@@ -41,6 +49,9 @@ class TripleSampler(ABC):
     def prepare(self) -> None:
         if not self._loaded:
             self.queries, self.texts, self._examples = self.load()
+            self.relevant: dict[str, frozenset[str]] = {}  # before any selection: a dropped pair is still relevant
+            for query_id, positive, _ in self._examples:
+                self.relevant[query_id] = self.relevant.get(query_id, frozenset()) | {positive}
             self._loaded = True
 
     def __len__(self) -> int:
@@ -69,19 +80,58 @@ class TripleSampler(ABC):
         return [((q, positive), self._teacher[(q, positive)]) for q, positive, _ in self._examples]
 
     def epoch(self, epoch: int) -> list[Triple]:
-        """The examples of `epoch`, shuffled, with their negatives drawn."""
+        """The examples of `epoch`, shuffled, with their negatives drawn; with `unique_queries`, arranged in batches
+        of `batch_size` in which no query and no document repeats (without_repeats)."""
         self.prepare()
         rng = random.Random(self.seed * 1_000_003 + epoch)
         order = list(self._examples)
         rng.shuffle(order)
-        return [self._triple(q, positive, rng.sample(candidates, self.negatives)) for q, positive, candidates in order]
+        triples = [self._triple(q, pos, rng.sample(candidates, self.negatives)) for q, pos, candidates in order]
+        return without_repeats(triples, self.batch_size) if self.unique_queries else triples
 
     def _triple(self, query_id: str, positive: str, negatives: list[str]) -> Triple:
         texts = tuple(self.texts[d] for d in negatives)
-        if self._teacher is None:
-            return Triple(self.queries[query_id], self.texts[positive], texts)
-        scores = tuple(self._teacher[(query_id, d)] for d in [positive, *negatives])
-        return Triple(self.queries[query_id], self.texts[positive], texts, scores)
+        scores = None if self._teacher is None else tuple(self._teacher[(query_id, d)] for d in [positive, *negatives])
+        query, ids, relevant = self.queries[query_id], (positive, *negatives), self.relevant[query_id]
+        return Triple(query, self.texts[positive], texts, scores, query_id, ids, relevant)
+
+
+def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
+    """`triples` in batches of `size` in which no query and no document appears twice (sentence-transformers'
+    NO_DUPLICATES): each batch takes the first pending triples that clash with nothing in it. A batch the pending
+    ones cannot fill (the last few of one query, say) is topped up with other triples of the epoch, seen twice
+    then, so that the epoch keeps at least its number of examples and every triple is in some batch."""
+    distinct = len({t.query_id or t.query for t in triples})
+    if distinct < size:
+        raise UserError(
+            f"data.train.unique_queries: the training data has {distinct} distinct queries, fewer than a batch "
+            f"of {size}: lower trainer.batch_size"
+        )
+
+    def keys(triple: Triple) -> set[str]:
+        return {f"q:{triple.query_id or triple.query}", *(f"d:{key}" for key in triple.document_keys())}
+
+    pending, arranged = list(triples), []
+    while pending:
+        batch, seen, skipped = [], set(), []
+        for index, triple in enumerate(pending):
+            if len(batch) == size:
+                skipped += pending[index:]
+                break
+            if keys(triple) & seen:
+                skipped.append(triple)
+            else:
+                batch.append(triple)
+                seen |= keys(triple)
+        for triple in triples:  # top up a batch the pending ones could not fill
+            if len(batch) == size:
+                break
+            if not keys(triple) & seen:
+                batch.append(triple)
+                seen |= keys(triple)
+        arranged += batch
+        pending = skipped
+    return arranged
 
 
 class MinedTriples(TripleSampler):
@@ -92,9 +142,17 @@ class MinedTriples(TripleSampler):
     """
 
     def __init__(
-        self, dataset: str, miner: Any, negatives: int = 1, depth: int = 50, min_relevance: int = 1, seed: int = 0
+        self,
+        dataset: str,
+        miner: Any,
+        negatives: int = 1,
+        depth: int = 50,
+        min_relevance: int = 1,
+        seed: int = 0,
+        unique_queries: bool = False,
+        batch_size: int = 0,
     ) -> None:
-        super().__init__(dataset, negatives, seed)
+        super().__init__(dataset, negatives, seed, unique_queries, batch_size)
         self.miner, self.depth, self.min_relevance = miner, depth, min_relevance
 
     def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
@@ -139,8 +197,16 @@ class DocpairTriples(TripleSampler):
 
     requires = ("docs", "queries", "docpairs")
 
-    def __init__(self, dataset: str, group_size: int = 128, max_queries: int | None = None, seed: int = 0) -> None:
-        super().__init__(dataset, 1, seed)
+    def __init__(
+        self,
+        dataset: str,
+        group_size: int = 128,
+        max_queries: int | None = None,
+        seed: int = 0,
+        unique_queries: bool = False,
+        batch_size: int = 0,
+    ) -> None:
+        super().__init__(dataset, 1, seed, unique_queries, batch_size)
         self.group_size, self.max_queries = group_size, max_queries
 
     def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:

@@ -56,15 +56,16 @@ class KLDistill(Loss):
 class HybridKD(Loss):
     """Method 3's hybrid loss (METHODS.md section 3.2) over in-batch similarities S = Q D^T of scored pairs:
     InfoNCE(S / temperature, diagonal) + weight * MSE(S_ii, t_i), t_i the teacher's score of pair i. Only the
-    diagonal meets the teacher; weight 0 is plain in-batch InfoNCE at `temperature`."""
+    diagonal meets the teacher; weight 0 is plain in-batch InfoNCE at `temperature`. `mask_false_negatives` as
+    InfoNCE's: a pair of the same query (SciFact judges several documents per query) is no negative."""
 
     name = "hybrid_kd"
     batch_shape = BatchShape.SCORED_PAIRS
     model_kinds = ("bi_encoder",)
     needs_teacher = True
 
-    def __init__(self, temperature: float = 0.1, weight: float = 0.1) -> None:
-        self.contrastive, self.weight = InfoNCE(temperature, in_batch=True), weight
+    def __init__(self, temperature: float = 0.1, weight: float = 0.1, mask_false_negatives: bool = True) -> None:
+        self.contrastive, self.weight = InfoNCE(temperature, True, mask_false_negatives), weight
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
         regression = F.mse_loss(student_scores(output)[:, 0], batch.teacher_scores[:, 0])

@@ -11,9 +11,10 @@ The margin of a triple is m = cos(q, d+) - cos(q, d-); the loss regresses it ont
 
 Similarities are cosines whatever the model's normalisation. With k negatives per query, each of them is a margin of
 its own. With `in_batch`, query i's margin is taken against every negative j of the batch:
-m[i, j] = cos(q_i, d+_i) - cos(q_i, d-_j), with the adaptive target cos(d+_i, d-_j) / 2 + 0.5. (The authors' code
-writes `pos.diag() - neg`, which broadcasts to cos(q_j, d+_j) - cos(q_i, d-_j); we follow the paper's definition,
-in which both terms belong to query i.)
+m[i, j] = cos(q_i, d+_i) - cos(q_i, d-_j), with the adaptive target cos(d+_i, d-_j) / 2 + 0.5 (`in_batch_form:
+paper`, the default: both terms belong to query i). The authors' code writes `pos.diag() - neg`, which broadcasts to
+m[i, j] = cos(q_j, d+_j) - cos(q_i, d-_j), the positive of the negative's own query; their "with in-batch" runs used
+that form, which `in_batch_form: authors` reproduces.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ ERROR_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+IN_BATCH_FORMS = ("paper", "authors")
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise cosine similarities of the rows of a (n, h) and b (m, h): (n, m)."""
     return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
@@ -47,15 +51,26 @@ class MarginLoss(Loss):
     batch_shape = BatchShape.TRIPLES
     model_kinds = ("bi_encoder",)
 
-    def __init__(self, in_batch: bool = False, error_fn: str = "l2") -> None:
+    def __init__(
+        self,
+        in_batch: bool = False,
+        error_fn: str = "l2",
+        mask_false_negatives: bool = True,
+        in_batch_form: str = "paper",
+    ) -> None:
         if error_fn not in ERROR_FUNCTIONS:
             raise UserError(f"loss.error_fn={error_fn!r} is not one of {', '.join(ERROR_FUNCTIONS)}")
+        if in_batch_form not in IN_BATCH_FORMS:
+            raise UserError(f"loss.in_batch_form={in_batch_form!r} is not one of {', '.join(IN_BATCH_FORMS)}")
         self.in_batch, self.error = in_batch, ERROR_FUNCTIONS[error_fn]
+        self.mask_false_negatives, self.in_batch_form = mask_false_negatives, in_batch_form
 
     def margins(self, output: TripleEmbeddings) -> torch.Tensor:
         """(B, k) margins against each query's own negatives, or (B, B*k) against all with `in_batch`."""
         positive = F.cosine_similarity(output.queries, output.positives, dim=-1).unsqueeze(1)
         if self.in_batch:
+            if self.in_batch_form == "authors":  # each negative's own query's positive
+                positive = positive.T.repeat_interleave(output.negatives.shape[1], dim=1)
             return positive - cosine(output.queries, output.negatives.flatten(0, 1))
         own = F.cosine_similarity(output.queries.unsqueeze(1), output.negatives, dim=-1)
         return positive - own
@@ -65,7 +80,13 @@ class MarginLoss(Loss):
         """The target of each margin (broadcastable to the margins)."""
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
-        return self.error(self.margins(output) - self.targets(output)).mean()
+        errors = self.error(self.margins(output) - self.targets(output))
+        mask = batch.not_negatives(self.in_batch) if self.mask_false_negatives else None
+        if mask is None:
+            return errors.mean()
+        size = output.queries.shape[0]
+        negatives = mask[:, size:] if self.in_batch else mask[:, 1:]  # the margins' columns
+        return errors[~negatives].mean()
 
 
 class StaticMargin(MarginLoss):
@@ -73,8 +94,15 @@ class StaticMargin(MarginLoss):
 
     name = "static_margin"
 
-    def __init__(self, margin: float = 0.3, in_batch: bool = False, error_fn: str = "l2") -> None:
-        super().__init__(in_batch, error_fn)
+    def __init__(
+        self,
+        margin: float = 0.3,
+        in_batch: bool = False,
+        error_fn: str = "l2",
+        mask_false_negatives: bool = True,
+        in_batch_form: str = "paper",
+    ) -> None:
+        super().__init__(in_batch, error_fn, mask_false_negatives, in_batch_form)
         self.margin = margin
 
     def targets(self, output: TripleEmbeddings) -> float:
@@ -97,8 +125,15 @@ class AdaptiveMargin(MarginLoss):
 
     name = "adaptive_margin"
 
-    def __init__(self, in_batch: bool = False, error_fn: str = "l2", detach_target: bool = False) -> None:
-        super().__init__(in_batch, error_fn)
+    def __init__(
+        self,
+        in_batch: bool = False,
+        error_fn: str = "l2",
+        detach_target: bool = False,
+        mask_false_negatives: bool = True,
+        in_batch_form: str = "paper",
+    ) -> None:
+        super().__init__(in_batch, error_fn, mask_false_negatives, in_batch_form)
         self.detach_target = detach_target
 
     def targets(self, output: TripleEmbeddings) -> torch.Tensor:
@@ -116,7 +151,7 @@ class DistributedMargin(MarginLoss):
     def __init__(self, in_batch: bool = False, error_fn: str = "l2", detach_target: bool = False) -> None:
         if in_batch:
             raise UserError("loss distributed_margin does not support in_batch=true (neither does the authors' code)")
-        super().__init__(False, error_fn)
+        super().__init__(False, error_fn, mask_false_negatives=False)  # its errors pair other rows' positives
         self.detach_target = detach_target
 
     def margins(self, output: TripleEmbeddings) -> torch.Tensor:

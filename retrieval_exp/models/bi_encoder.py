@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,16 +34,31 @@ TRANSIENT = ("truncation", "padding")  # tokenizer.json entries left out of the 
 
 @dataclass
 class TripleBatch:
-    """Tokenised triples: B queries, then B positives followed by B*k negatives (k per query, in query order)."""
+    """Tokenised triples: B queries, then B positives followed by B*k negatives (k per query, in query order).
+    `false_negatives` (B, B + B*k): document j is judged relevant to query i, or is i's positive, while not being
+    i's own positive column (j != i); in-batch losses do not count such a document as a negative of row i.
+    Gathered across ranks it is known within each rank's part only (block_diagonal)."""
 
     queries: BatchEncoding
     documents: BatchEncoding
     num_negatives: int
     teacher_scores: torch.Tensor | None = None  # (B, 1 + k): positive, then negatives
+    false_negatives: torch.Tensor | None = field(default=None, metadata={"gather": lambda parts: block_diagonal(parts)})
+
+    def not_negatives(self, in_batch: bool) -> torch.Tensor | None:
+        """The false negatives among each row's candidates: every document of the batch (B, B + B*k), or the row's
+        own positive and negatives (B, 1 + k); None when the batch has no mask."""
+        mask = self.false_negatives
+        if mask is None or in_batch:
+            return mask
+        size = mask.shape[0]
+        rows = torch.arange(size, device=mask.device)
+        own = mask[:, size:].view(size, size, self.num_negatives)[rows, rows]
+        return torch.cat([mask[rows, rows].unsqueeze(1), own], dim=1)
 
     def to(self, device: torch.device) -> TripleBatch:
-        scores = None if self.teacher_scores is None else self.teacher_scores.to(device)
-        return TripleBatch(self.queries.to(device), self.documents.to(device), self.num_negatives, scores)
+        moved = [None if t is None else t.to(device) for t in (self.teacher_scores, self.false_negatives)]
+        return TripleBatch(self.queries.to(device), self.documents.to(device), self.num_negatives, *moved)
 
 
 @dataclass
@@ -53,6 +68,29 @@ class TripleEmbeddings:
     queries: torch.Tensor
     positives: torch.Tensor
     negatives: torch.Tensor
+
+
+def block_diagonal(masks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The false-negative mask of the ranks' gathered batch from each rank's own (b, b + b*k): gathered outputs hold
+    every rank's positives, then every rank's negatives; what one rank's row is to another rank's documents is not
+    known, and is left False (a negative)."""
+    b, world = masks[0].shape[0], len(masks)
+    negatives = masks[0].shape[1] - b
+    combined = torch.zeros(world * b, world * (b + negatives), dtype=torch.bool, device=masks[0].device)
+    for rank, mask in enumerate(masks):
+        rows = slice(rank * b, (rank + 1) * b)
+        combined[rows, rank * b : (rank + 1) * b] = mask[:, :b]
+        start = world * b + rank * negatives
+        combined[rows, start : start + negatives] = mask[:, b:]
+    return combined
+
+
+def false_negatives(triples: Sequence[Triple], documents: Sequence[str]) -> torch.Tensor:
+    """TripleBatch.false_negatives of `triples`, whose documents are `documents` (positives, then negatives)."""
+    keys = [t.document_keys()[0] for t in triples] + [key for t in triples for key in t.document_keys()[1:]]
+    mask = torch.tensor([[t.is_relevant(k, text) for k, text in zip(keys, documents)] for t in triples])
+    mask[torch.arange(len(triples)), torch.arange(len(triples))] = False  # the row's own positive is its target
+    return mask
 
 
 class BiEncoder(torch.nn.Module):
@@ -145,9 +183,8 @@ class BiEncoder(torch.nn.Module):
         documents = [t.positive for t in triples] + [n for t in triples for n in t.negatives]
         scored = all(t.teacher_scores is not None for t in triples)
         scores = torch.tensor([t.teacher_scores for t in triples]) if scored else None
-        return TripleBatch(
-            self.tokenize([t.query for t in triples], "query"), self.tokenize(documents, "doc"), counts.pop(), scores
-        )
+        queries, tokens = self.tokenize([t.query for t in triples], "query"), self.tokenize(documents, "doc")
+        return TripleBatch(queries, tokens, counts.pop(), scores, false_negatives(triples, documents))
 
     def training_output(self, batch: TripleBatch) -> TripleEmbeddings:
         """What bi-encoder losses consume for a batch."""

@@ -45,8 +45,9 @@ class Ranks:
         return [list(range(start + self.rank * local, start + (self.rank + 1) * local)) for start in starts]
 
     def gather(self, item: Item) -> Item:
-        """`item` (a dataclass) with each tensor field replaced by every rank's, concatenated in rank order. Only
-        this rank's part keeps its graph, so the loss must be scaled by `world` (DDP averages the gradients)."""
+        """`item` (a dataclass) with each tensor field replaced by every rank's, concatenated in rank order (or
+        combined by the field's `metadata["gather"]`). Only this rank's part keeps its graph, so the loss must be
+        scaled by `world` (DDP averages the gradients)."""
         changes = {}
         for field in dataclasses.fields(item):
             value = getattr(item, field.name)
@@ -54,7 +55,7 @@ class Ranks:
                 parts = [torch.empty_like(value) for _ in range(self.world)]
                 dist.all_gather(parts, value.detach().contiguous())
                 parts[self.rank] = value
-                changes[field.name] = torch.cat(parts)
+                changes[field.name] = field.metadata.get("gather", torch.cat)(parts)
         return dataclasses.replace(item, **changes)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:

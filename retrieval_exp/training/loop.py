@@ -26,6 +26,7 @@ from retrieval_exp.training import checkpoint
 from retrieval_exp.training.distributed import SINGLE_PROCESS, Ranks, data_parallel
 from retrieval_exp.training.grad_cache import cached_backward
 from retrieval_exp.training.optim import parameter_groups
+from retrieval_exp.training.patience import TrainingLossStop
 from retrieval_exp.training.preemption import DeferredStop, Preempted
 from retrieval_exp.training.rerank_validation import RerankValidation
 
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 class TrainerSettings:
     """The `trainer` config node. One step = batch_size x grad_accum examples (over all processes); max_steps
     overrides epochs. `gather_across_ranks`: the loss of each process sees the batch of every process. `cache_chunk`:
-    encode at most that many texts at a time through the gradient cache (grad_cache.py)."""
+    encode at most that many texts at a time through the gradient cache (grad_cache.py). `loss_patience`: stop after
+    that many epochs without a lower mean training loss, keeping the best epoch's weights."""
 
     epochs: int = 1
     max_steps: int | None = None
@@ -48,6 +50,7 @@ class TrainerSettings:
     no_decay_bias_and_norm: bool = False
     gather_across_ranks: bool = False
     cache_chunk: int | None = None
+    loss_patience: int | None = None
 
 
 @dataclass
@@ -91,7 +94,9 @@ def train(
     optimizer = optimizer_factory(params=parameter_groups(model, settings.no_decay_bias_and_norm))
     scheduler = scheduler_factory(optimizer=optimizer, total_steps=total_steps)
     window = LogWindow(hardware.torch_device)
-    step = _resume(checkpoint_dir, model, optimizer, scheduler, validator, window)
+    loss_stop = TrainingLossStop(settings.loss_patience) if settings.loss_patience else None
+    stopper = validator or loss_stop
+    step = _resume(checkpoint_dir, model, optimizer, scheduler, stopper, window)
     resumed_from = step
     if step:
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint_dir / checkpoint.LAST)
@@ -122,6 +127,8 @@ def train(
                     last = micro == settings.grad_accum - 1
                     value = _micro_step(model, forward, loss, batch, settings, hardware, ranks, last)
                     window.add(value, loss.terms, settings.grad_accum)
+                    if loss_stop:
+                        loss_stop.add(value)
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
@@ -136,10 +143,12 @@ def train(
                     on_metrics(metrics, step)
                 if validator and (step % validator.every == 0 or step == total_steps):
                     stopped = _validate(validator, model, hardware, step, checkpoint_dir, on_metrics, ranks)
+                if loss_stop and step % steps_per_epoch == 0:
+                    stopped = _end_epoch(loss_stop, model, step, steps_per_epoch, checkpoint_dir, on_metrics, ranks)
                 signalled = ranks.any(stop.signum is not None, hardware.torch_device)
                 if step % settings.checkpoint_every == 0 or step == total_steps or stopped or signalled:
                     if ranks.is_main:
-                        _save(checkpoint_dir, step, model, optimizer, scheduler, validator, window)
+                        _save(checkpoint_dir, step, model, optimizer, scheduler, stopper, window)
                     ranks.barrier()
                 if signalled:
                     raise Preempted(stop.signum or signal.SIGTERM, step)
@@ -147,13 +156,13 @@ def train(
                     log.info(
                         "early stop at step %d: best %s %.4f at step %d",
                         step,
-                        validator.measure,
-                        validator.best,
-                        validator.best_step,
+                        stopper.watched,
+                        stopper.best,
+                        stopper.best_step,
                     )
                     break
     seconds = time.perf_counter() - started
-    if validator and validator.best is not None:
+    if stopper and stopper.best is not None:
         model.load_state_dict(checkpoint.load(checkpoint_dir, checkpoint.BEST)["model"])
     trained = (step - resumed_from) * per_step
     return TrainingResult(step, seconds, trained / seconds if seconds else 0.0, resumed_from)
@@ -248,19 +257,38 @@ def _validate(
     return validator.exhausted
 
 
+def _end_epoch(
+    loss_stop: TrainingLossStop,
+    model: Any,
+    step: int,
+    steps_per_epoch: int,
+    checkpoint_dir: Path,
+    on_metrics: Callable[[dict[str, float], int], None],
+    ranks: Ranks,
+) -> bool:
+    """Log the epoch's mean training loss; keep the weights when it is the lowest so far. True when training should
+    stop."""
+    value = ranks.mean(loss_stop.total).item() / steps_per_epoch
+    loss_stop.total = torch.zeros_like(loss_stop.total)
+    on_metrics({"train/epoch_loss": value}, step)
+    if loss_stop.update(value, step) and ranks.is_main:
+        checkpoint.save(checkpoint_dir, {"step": step, "model": model.state_dict()}, checkpoint.BEST)
+    return loss_stop.exhausted
+
+
 def _save(
-    directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any, validator: Any, window: LogWindow
+    directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any, stopper: Any, window: LogWindow
 ) -> None:
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
     state |= {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "log_window": window.state_dict()}
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    if validator:
-        state["validation"] = validator.state_dict()
+    if stopper:
+        state["early_stopping"] = stopper.state_dict()
     checkpoint.save(directory, state)
 
 
-def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, validator: Any, window: LogWindow) -> int:
+def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, stopper: Any, window: LogWindow) -> int:
     state = checkpoint.load(directory)
     if state is None:
         return 0
@@ -271,6 +299,6 @@ def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, validat
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     window.load_state_dict(state.get("log_window", {}))
-    if validator and "validation" in state:
-        validator.load_state_dict(state["validation"])
+    if stopper and "early_stopping" in state:
+        stopper.load_state_dict(state["early_stopping"])
     return int(state["step"])

@@ -17,19 +17,19 @@ from retrieval_exp.evaluation import parse_measures
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.retrieval.rerank import rerank
 from retrieval_exp.retrieval.run import DatasetRun
+from retrieval_exp.training.patience import Patience
 
 
-class RerankValidation:
+class RerankValidation(Patience):
     """Re-ranking validation set and early-stopping state (saved with each checkpoint)."""
 
     def __init__(
         self, dataset: str, measure: str = "nDCG@10", depth: int = 1000, every: int = 500, patience: int = 16
     ) -> None:
+        super().__init__(patience)
         [self.measure] = parse_measures([measure])
-        self.dataset, self.depth, self.every, self.patience = dataset, depth, every, patience
-        self.best: float | None = None
-        self.best_step = 0
-        self.bad_validations = 0
+        self.watched = f"validation {self.measure}"
+        self.dataset, self.depth, self.every = dataset, depth, every
 
     def prepare(self) -> None:
         if hasattr(self, "candidates"):
@@ -44,21 +44,3 @@ class RerankValidation:
         self.prepare()
         run = rerank(model, self.queries, self.texts, self.candidates, hardware)
         return float(ir_measures.calc_aggregate([self.measure], self.qrels, run)[self.measure])
-
-    def update(self, value: float, step: int) -> bool:
-        """Record a validation; True when it is the best so far."""
-        if self.best is None or value > self.best:
-            self.best, self.best_step, self.bad_validations = value, step, 0
-            return True
-        self.bad_validations += 1
-        return False
-
-    @property
-    def exhausted(self) -> bool:
-        return self.bad_validations >= self.patience
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step, "bad_validations": self.bad_validations}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_step, self.bad_validations = state["best"], state["best_step"], state["bad_validations"]
