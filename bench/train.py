@@ -1,5 +1,7 @@
 """Bi-encoder training throughput and peak memory: retrieval_exp's training loop with InfoNCE (in-batch plus one hard
-negative per query) against sentence-transformers' trainer with MultipleNegativesRankingLoss, the same loss.
+negative per query) against sentence-transformers' trainer with MultipleNegativesRankingLoss, the same loss; with
+`--cache-chunk N`, both through a gradient cache of N texts (ours: trainer.cache_chunk; the peer:
+CachedMultipleNegativesRankingLoss, mini_batch_size N).
 
 Same model (all-MiniLM-L6-v2, mean pooling, normalised), same triples in the same order (SciFact train: query,
 relevant document, one seeded random non-relevant document as the hard negative), batch size and max length, AdamW
@@ -10,6 +12,7 @@ memory is the process's resident high-water mark while it trains, above its size
 model is counted). Before timing, the script checks that both compute the same loss on the same batch (eval mode).
 
     HF_HUB_OFFLINE=1 python bench/train.py [--batch-size 16] [--max-length 128] [--steps 10] [--repeats 5]
+                                           [--cache-chunk N]
 """
 
 from __future__ import annotations
@@ -103,7 +106,13 @@ class StepClock:
 def run_ours(triples: list[Triple], args: argparse.Namespace, clock: StepClock) -> None:
     model = BiEncoder(MODEL, query_length=args.max_length, doc_length=args.max_length)
     steps = args.warmup + args.steps
-    settings = TrainerSettings(max_steps=steps, batch_size=args.batch_size, log_every=1, checkpoint_every=steps + 1)
+    settings = TrainerSettings(
+        max_steps=steps,
+        batch_size=args.batch_size,
+        log_every=1,
+        checkpoint_every=steps + 1,
+        cache_chunk=args.cache_chunk,
+    )
     with tempfile.TemporaryDirectory() as checkpoints:
         train(
             model,
@@ -123,7 +132,10 @@ def peer_trainer(triples: list[Triple], args: argparse.Namespace, output_dir: st
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.base.sampler import DefaultBatchSampler
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
@@ -169,7 +181,9 @@ def peer_trainer(triples: list[Triple], args: argparse.Namespace, output_dir: st
         model=model,
         args=training,
         train_dataset=Dataset.from_dict(columns),
-        loss=MultipleNegativesRankingLoss(model, scale=20.0),
+        loss=CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=args.cache_chunk)
+        if args.cache_chunk
+        else MultipleNegativesRankingLoss(model, scale=20.0),
         callbacks=[Clock()],
     )
 
@@ -188,7 +202,8 @@ def same_loss(triples: list[Triple], args: argparse.Namespace) -> tuple[float, f
     peer = trainer.model.eval()
     columns = ([t.query for t in batch], [t.positive for t in batch], [t.negatives[0] for t in batch])
     with torch.inference_mode():
-        our_loss = InfoNCE(temperature=0.05).compute_loss(ours.training_output(ours.collate(batch)), None)
+        tokens = ours.collate(batch)
+        our_loss = InfoNCE(temperature=0.05).compute_loss(ours.training_output(tokens), tokens)
         peer_loss = trainer.loss([peer.preprocess(list(texts)) for texts in columns], None)
     return float(our_loss), float(peer_loss)
 
@@ -211,6 +226,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="steps before timing starts")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cache-chunk", type=int, default=None, help="gradient cache of N texts (both sides)")
     parser.add_argument("--contender", choices=["ours", "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.contender:
@@ -218,7 +234,7 @@ def main() -> None:
 
     triples = scifact_triples(args.batch_size * (args.warmup + args.steps))
     ours_loss, peer_loss = same_loss(triples, args)
-    options = [f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items() if name != "contender"]
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "contender" and v is not None]
     rounds: dict[str, list[dict[str, float]]] = {"ours": [], "peer": []}
     for _ in range(args.repeats):
         for name in rounds:
