@@ -171,7 +171,6 @@ def _train(
             teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
             samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
     if plan.needs_teacher:
-        tracked.log_metrics(samples.report)
         tracked.log_artifacts([samples.teacher_file], "teacher")
     validator = instantiate(cfg.validation) if cfg.get("validation") else None
     result = train(
@@ -187,6 +186,7 @@ def _train(
         validator,
         ranks,
     )
+    tracked.log_metrics(getattr(samples, "report", {}))  # what the sampler found: negatives, teacher scores, lists
     if validator and validator.best is not None:
         tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
     tracked.log_metrics(

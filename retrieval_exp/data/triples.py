@@ -12,9 +12,9 @@ from typing import Any
 
 from retrieval_exp.batches import BatchShape, Triple
 from retrieval_exp.data import irds
+from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
-from retrieval_exp.retrieval.run import ranked
 
 log = logging.getLogger(__name__)
 Example = tuple[str, str, list[str]]  # query id, positive doc id, the doc ids its negatives are drawn from
@@ -136,9 +136,10 @@ def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
 
 class MinedTriples(TripleSampler):
     """One example per relevant (query, document) pair of the qrels; its negatives are drawn uniformly from the
-    miner's top `depth` for that query, judged-relevant documents excluded, anew each epoch.
+    miner's top `depth` for that query, judged-relevant documents excluded, anew each epoch. `negatives_from`,
+    `max_relative_score` and `rescorer` denoise them (data/negatives.py).
 
-    Where the top `depth` holds too few non-relevant documents, the pool is topped up from the whole corpus (seeded).
+    Where the filters leave too few candidates, the pool is topped up from the whole corpus (seeded).
     """
 
     def __init__(
@@ -151,9 +152,13 @@ class MinedTriples(TripleSampler):
         seed: int = 0,
         unique_queries: bool = False,
         batch_size: int = 0,
+        negatives_from: list[int] | None = None,
+        max_relative_score: float | None = None,
+        rescorer: Any = None,
     ) -> None:
         super().__init__(dataset, negatives, seed, unique_queries, batch_size)
         self.miner, self.depth, self.min_relevance = miner, depth, min_relevance
+        self.filter = NegativeFilter(depth, negatives_from, max_relative_score, rescorer)
 
     def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
         corpus = irds.corpus(self.dataset)
@@ -166,18 +171,19 @@ class MinedTriples(TripleSampler):
         }
         mined_for = {q: queries[q] for q in sorted(q for q, docs in relevant.items() if docs)}
         run = self.miner.search(corpus, mined_for, self.depth)
+        pairs = [(q, d) for q in mined_for for d in sorted(relevant[q])]
+        pools, filtered = self.filter.candidates(run, relevant, pairs, queries, texts)
+        self.report |= filtered
         rng = random.Random(self.seed)
-        candidates: dict[str, list[str]] = {}
-        for query_id in mined_for:
-            pool = [d for d, _ in ranked(run.get(query_id, {})) if d not in relevant[query_id]]
-            if len(pool) < self.negatives:
-                log.info("query %s: %d mined negatives, topped up from the corpus", query_id, len(pool))
+        topped_up = 0
+        for (query_id, _), pool in zip(pairs, pools):
+            topped_up += max(0, self.negatives - len(pool))
             while len(pool) < self.negatives:
                 doc_id = corpus.ids[rng.randrange(len(corpus))]
                 if doc_id not in relevant[query_id] and doc_id not in pool:
                     pool.append(doc_id)
-            candidates[query_id] = pool
-        examples = [(q, d, candidates[q]) for q in mined_for for d in sorted(relevant[q])]
+        self.report["negatives/topped_up"] = float(topped_up)
+        examples = [(q, d, pool) for (q, d), pool in zip(pairs, pools)]
         log.info(
             "%d training pairs from %d queries of %s; negatives from %s top-%d",
             len(examples),
