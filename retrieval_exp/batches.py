@@ -36,10 +36,6 @@ class Triple:
         """What identifies each document (positive, then negatives): its id, or its text where there is none."""
         return self.doc_ids or (self.positive, *self.negatives)
 
-    def is_relevant(self, key: str, text: str) -> bool:
-        """Whether a document (its key and text) is judged relevant to this query, or is this row's positive."""
-        return key in self.relevant or key == self.document_keys()[0] or text == self.positive
-
 
 @dataclass(frozen=True)
 class RankedList:

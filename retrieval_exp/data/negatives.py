@@ -58,7 +58,8 @@ class NegativeFilter:
         """For each (query id, positive id) of `pairs`, the candidates that survive the filters, and the report."""
         first, last = self.window
         windowed = {
-            q: [d for d, _ in ranked(run.get(q, {}))[first - 1 : last] if d not in relevant[q]] for q, _ in pairs
+            q: [d for d, _ in ranked(run.get(q, {}))[first - 1 : last] if d not in relevant[q]]
+            for q in dict.fromkeys(q for q, _ in pairs)  # each query once, however many positives it has
         }
         scores = self._scores(run, pairs, windowed, queries, texts)
         kept, unscored, dropped = [], 0, 0

@@ -49,9 +49,10 @@ class TripleSampler(ABC):
     def prepare(self) -> None:
         if not self._loaded:
             self.queries, self.texts, self._examples = self.load()
-            self.relevant: dict[str, frozenset[str]] = {}  # before any selection: a dropped pair is still relevant
+            positives: dict[str, set[str]] = {}  # before any selection: a dropped pair is still relevant
             for query_id, positive, _ in self._examples:
-                self.relevant[query_id] = self.relevant.get(query_id, frozenset()) | {positive}
+                positives.setdefault(query_id, set()).add(positive)
+            self.relevant = {query_id: frozenset(ids) for query_id, ids in positives.items()}
             self._loaded = True
 
     def __len__(self) -> int:
@@ -108,28 +109,26 @@ def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
             f"of {size}: lower trainer.batch_size"
         )
 
-    def keys(triple: Triple) -> set[str]:
-        return {f"q:{triple.query_id or triple.query}", *(f"d:{key}" for key in triple.document_keys())}
-
-    pending, arranged = list(triples), []
+    keys = [{f"q:{t.query_id or t.query}", *(f"d:{key}" for key in t.document_keys())} for t in triples]
+    pending, arranged = list(range(len(triples))), []
     while pending:
         batch, seen, skipped = [], set(), []
-        for index, triple in enumerate(pending):
+        for index, candidate in enumerate(pending):
             if len(batch) == size:
                 skipped += pending[index:]
                 break
-            if keys(triple) & seen:
-                skipped.append(triple)
+            if keys[candidate] & seen:
+                skipped.append(candidate)
             else:
-                batch.append(triple)
-                seen |= keys(triple)
-        for triple in triples:  # top up a batch the pending ones could not fill
+                batch.append(candidate)
+                seen |= keys[candidate]
+        for candidate in range(len(triples)):  # top up a batch the pending ones could not fill
             if len(batch) == size:
                 break
-            if not keys(triple) & seen:
-                batch.append(triple)
-                seen |= keys(triple)
-        arranged += batch
+            if not keys[candidate] & seen:
+                batch.append(candidate)
+                seen |= keys[candidate]
+        arranged += [triples[i] for i in batch]
         pending = skipped
     return arranged
 

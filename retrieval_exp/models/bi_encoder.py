@@ -32,6 +32,21 @@ HEAD_FILE = "projection.safetensors"
 TRANSIENT = ("truncation", "padding")  # tokenizer.json entries left out of the fingerprint
 
 
+def block_diagonal(masks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The false-negative mask of the ranks' gathered batch from each rank's own (b, b + b*k): gathered outputs hold
+    every rank's positives, then every rank's negatives; what one rank's row is to another rank's documents is not
+    known, and is left False (a negative)."""
+    b, world = masks[0].shape[0], len(masks)
+    negatives = masks[0].shape[1] - b
+    combined = torch.zeros(world * b, world * (b + negatives), dtype=torch.bool, device=masks[0].device)
+    for rank, mask in enumerate(masks):
+        rows = slice(rank * b, (rank + 1) * b)
+        combined[rows, rank * b : (rank + 1) * b] = mask[:, :b]
+        start = world * b + rank * negatives
+        combined[rows, start : start + negatives] = mask[:, b:]
+    return combined
+
+
 @dataclass
 class TripleBatch:
     """Tokenised triples: B queries, then B positives followed by B*k negatives (k per query, in query order).
@@ -43,7 +58,7 @@ class TripleBatch:
     documents: BatchEncoding
     num_negatives: int
     teacher_scores: torch.Tensor | None = None  # (B, 1 + k): positive, then negatives
-    false_negatives: torch.Tensor | None = field(default=None, metadata={"gather": lambda parts: block_diagonal(parts)})
+    false_negatives: torch.Tensor | None = field(default=None, metadata={"gather": block_diagonal})
 
     def not_negatives(self, in_batch: bool) -> torch.Tensor | None:
         """The false negatives among each row's candidates: every document of the batch (B, B + B*k), or the row's
@@ -70,25 +85,19 @@ class TripleEmbeddings:
     negatives: torch.Tensor
 
 
-def block_diagonal(masks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The false-negative mask of the ranks' gathered batch from each rank's own (b, b + b*k): gathered outputs hold
-    every rank's positives, then every rank's negatives; what one rank's row is to another rank's documents is not
-    known, and is left False (a negative)."""
-    b, world = masks[0].shape[0], len(masks)
-    negatives = masks[0].shape[1] - b
-    combined = torch.zeros(world * b, world * (b + negatives), dtype=torch.bool, device=masks[0].device)
-    for rank, mask in enumerate(masks):
-        rows = slice(rank * b, (rank + 1) * b)
-        combined[rows, rank * b : (rank + 1) * b] = mask[:, :b]
-        start = world * b + rank * negatives
-        combined[rows, start : start + negatives] = mask[:, b:]
-    return combined
-
-
 def false_negatives(triples: Sequence[Triple], documents: Sequence[str]) -> torch.Tensor:
-    """TripleBatch.false_negatives of `triples`, whose documents are `documents` (positives, then negatives)."""
+    """TripleBatch.false_negatives of `triples`, whose documents are `documents` (positives, then negatives): for
+    each row, the columns whose id is judged relevant to its query or is its positive's, or whose text is its
+    positive's. Looked up by id and text, so the cost grows with the batch, not with its square."""
     keys = [t.document_keys()[0] for t in triples] + [key for t in triples for key in t.document_keys()[1:]]
-    mask = torch.tensor([[t.is_relevant(k, text) for k, text in zip(keys, documents)] for t in triples])
+    columns: dict[str, list[int]] = {}
+    for column, (key, text) in enumerate(zip(keys, documents)):
+        columns.setdefault(f"id:{key}", []).append(column)
+        columns.setdefault(f"text:{text}", []).append(column)
+    mask = torch.zeros(len(triples), len(keys), dtype=torch.bool)
+    for row, triple in enumerate(triples):
+        wanted = [f"id:{key}" for key in triple.relevant | {triple.document_keys()[0]}] + [f"text:{triple.positive}"]
+        mask[row, [column for name in wanted for column in columns.get(name, [])]] = True
     mask[torch.arange(len(triples)), torch.arange(len(triples))] = False  # the row's own positive is its target
     return mask
 

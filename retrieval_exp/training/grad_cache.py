@@ -50,9 +50,13 @@ class RngState:
             yield
 
 
+def first_tensor(tokens: Tokens) -> torch.Tensor:
+    return next(iter(tokens.values()))
+
+
 def chunks(tokens: Tokens, size: int) -> list[dict[str, torch.Tensor]]:
     """Consecutive row slices of at most `size` rows of every tensor in `tokens`."""
-    rows = next(iter(tokens.values())).shape[0]
+    rows = first_tensor(tokens).shape[0]
     return [{key: value[start : start + size] for key, value in tokens.items()} for start in range(0, rows, size)]
 
 
@@ -70,7 +74,7 @@ def cached_backward(
     `loss_of(output)` (detached). `encode` embeds one chunk (the call DDP watches); `synchronised(last)` wraps each
     backward pass, `last` true for the final one (DDP reduces the gradients there only)."""
     groups = [chunks(tokens, chunk) for tokens in model.embedding_inputs(batch)]
-    device = next(iter(next(iter(groups))[0].values())).device
+    device = first_tensor(groups[0][0]).device
     states: list[list[RngState]] = []
     embeddings = []
     with torch.no_grad():
@@ -86,7 +90,7 @@ def cached_backward(
     (value * scale).backward()
     final = (len(groups) - 1, len(groups[-1]) - 1)
     for number, (pieces, replays, embedded) in enumerate(zip(groups, states, embeddings)):
-        gradients = embedded.grad.split([next(iter(piece.values())).shape[0] for piece in pieces])
+        gradients = embedded.grad.split([first_tensor(piece).shape[0] for piece in pieces])
         for index, (piece, state, gradient) in enumerate(zip(pieces, replays, gradients)):
             with state.replayed(), synchronised((number, index) == final):
                 with autocast():

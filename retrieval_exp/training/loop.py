@@ -26,7 +26,7 @@ from retrieval_exp.training import checkpoint
 from retrieval_exp.training.distributed import SINGLE_PROCESS, Ranks, data_parallel
 from retrieval_exp.training.grad_cache import cached_backward
 from retrieval_exp.training.optim import parameter_groups
-from retrieval_exp.training.patience import TrainingLossStop
+from retrieval_exp.training.patience import Patience, TrainingLossStop
 from retrieval_exp.training.preemption import DeferredStop, Preempted
 from retrieval_exp.training.rerank_validation import RerankValidation
 
@@ -252,9 +252,7 @@ def _validate(
     """Validate; keep the weights when they are the best so far. True when training should stop."""
     value = validator.score(model, hardware)
     on_metrics({f"val/{validator.measure}": value}, step)
-    if validator.update(value, step) and ranks.is_main:
-        checkpoint.save(checkpoint_dir, {"step": step, "model": model.state_dict()}, checkpoint.BEST)
-    return validator.exhausted
+    return _keep_best(validator, value, step, model, checkpoint_dir, ranks)
 
 
 def _end_epoch(
@@ -271,9 +269,15 @@ def _end_epoch(
     value = ranks.mean(loss_stop.total).item() / steps_per_epoch
     loss_stop.total = torch.zeros_like(loss_stop.total)
     on_metrics({"train/epoch_loss": value}, step)
-    if loss_stop.update(value, step) and ranks.is_main:
+    return _keep_best(loss_stop, value, step, model, checkpoint_dir, ranks)
+
+
+def _keep_best(stopper: Patience, value: float, step: int, model: Any, checkpoint_dir: Path, ranks: Ranks) -> bool:
+    """Record `value`; rank 0 saves the weights as the best checkpoint when it is the best so far. True when the
+    patience has run out."""
+    if stopper.update(value, step) and ranks.is_main:
         checkpoint.save(checkpoint_dir, {"step": step, "model": model.state_dict()}, checkpoint.BEST)
-    return loss_stop.exhausted
+    return stopper.exhausted
 
 
 def _save(
