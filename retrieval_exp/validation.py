@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from retrieval_exp.batches import BatchShape
 from retrieval_exp.benchmark import Collection, prepare
 from retrieval_exp.data import irds
+from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import parse_measures
 from retrieval_exp.losses.weighted import WeightedSum, combined
@@ -137,6 +138,9 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
             instantiate(cfg.data.train.selection)  # a rule is a few numbers: bad ones fail here, not mid-run
         except InstantiationException as err:
             raise UserError(f"data.train.selection: {err.__cause__}") from None
+    train = cfg.data.train
+    if any(train.get(key) is not None for key in ("negatives_from", "max_relative_score", "rescorer")):
+        NegativeFilter(train.depth, train.get("negatives_from"), train.get("max_relative_score"), train.get("rescorer"))
     if cfg.trainer.get("cache_chunk") is not None:
         _check_cache_chunk(cfg.trainer.cache_chunk, model)
     optimizer = target_class(cfg.optim, "optim")

@@ -83,6 +83,14 @@ def test_bad_filters_are_one_line(miner: RunFile, options: dict, message: str) -
     assert message in str(raised.value)
 
 
+def test_a_bad_window_is_one_line_at_start_up(tmp_path: Path) -> None:
+    from tests.conftest import launch
+
+    done = launch(tmp_path, "data.train.negatives_from=[5,2]")
+    assert done.returncode == 2 and "is not a rank window [a, b]" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # said before any run is recorded
+
+
 def test_a_run_logs_what_the_filters_kept(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
