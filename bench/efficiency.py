@@ -14,7 +14,7 @@ import argparse
 
 from common import best_seconds, forward_flops, machine, matmul_gflops, token_lengths, top_ops
 from encode import scifact_documents
-from train import MODEL, StepClock, run_ours, scifact_triples, training_flops
+from train import MODEL, StepClock, run_ours, training_flops, training_triples
 
 from retrieval_exp.models.bi_encoder import BiEncoder
 
@@ -40,7 +40,7 @@ def main() -> None:
         "encode"
     ]
 
-    triples = scifact_triples(args.batch_size * (args.warmup + args.steps))
+    triples = training_triples(args.batch_size * (args.warmup + args.steps))
     clock = StepClock()
     run_ours(triples, args, clock)
     examples_per_second = clock.examples_per_second(args.warmup, args.batch_size)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import zip_longest
 from pathlib import Path
 
 import torch
@@ -47,16 +48,20 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OPTIMIZER = Path(__file__).parents[1] / "conf" / "optim" / "adamw.yaml"  # the suite's default: fused AdamW
 LEARNING_RATE = 2e-5
 MiB = 2**20
+SCIFACT = "beir/scifact/train"
+LOSS = InfoNCE(temperature=0.05, mask_false_negatives=False)  # the peer's MNRL: a repeated document stays a negative
 
 
-def scifact_triples(count: int, seed: int = 0) -> list[Triple]:
-    """`count` SciFact train triples, in qrels order, each with a seeded random non-relevant document."""
-    dataset = "beir/scifact/train"
+def training_triples(count: int, dataset: str = SCIFACT, seed: int = 0) -> list[Triple]:
+    """`count` train triples of `dataset`: its relevant pairs taken round-robin over the queries (every query's
+    first relevant document, then every second one ...), so that no query repeats within a batch smaller than the
+    number of queries; each with a seeded random non-relevant document."""
     corpus = irds.corpus(dataset)
     texts = dict(zip(corpus.ids, corpus.texts))
     queries = irds.queries(dataset)
     qrels = irds.qrels(dataset)
-    relevant = [(q, d) for q, docs in qrels.items() for d, label in docs.items() if label > 0]
+    per_query = [[(q, d) for d, label in docs.items() if label > 0] for q, docs in qrels.items()]
+    relevant = [pair for rank in zip_longest(*per_query) for pair in rank if pair is not None]
     rng = random.Random(seed)
     triples = []
     for query_id, doc_id in relevant[:count]:
@@ -65,7 +70,7 @@ def scifact_triples(count: int, seed: int = 0) -> list[Triple]:
             negative = rng.choice(corpus.ids)
         triples.append(Triple(queries[query_id], texts[doc_id], (texts[negative],)))
     if len(triples) < count:
-        raise SystemExit(f"SciFact train has {len(triples)} relevant pairs; ask for fewer steps or a smaller batch")
+        raise SystemExit(f"{dataset} has {len(triples)} relevant pairs; ask for fewer steps or a smaller batch")
     return triples
 
 
@@ -116,7 +121,7 @@ def run_ours(triples: list[Triple], args: argparse.Namespace, clock: StepClock) 
     with tempfile.TemporaryDirectory() as checkpoints:
         train(
             model,
-            InfoNCE(temperature=0.05),
+            LOSS,
             InOrder(triples),
             instantiate(OmegaConf.load(OPTIMIZER), lr=LEARNING_RATE, weight_decay=0.0),
             partial(warmup_decay, warmup=0, decay="linear"),
@@ -203,7 +208,7 @@ def same_loss(triples: list[Triple], args: argparse.Namespace) -> tuple[float, f
     columns = ([t.query for t in batch], [t.positive for t in batch], [t.negatives[0] for t in batch])
     with torch.inference_mode():
         tokens = ours.collate(batch)
-        our_loss = InfoNCE(temperature=0.05).compute_loss(ours.training_output(tokens), tokens)
+        our_loss = LOSS.compute_loss(ours.training_output(tokens), tokens)
         peer_loss = trainer.loss([peer.preprocess(list(texts)) for texts in columns], None)
     return float(our_loss), float(peer_loss)
 
@@ -211,7 +216,7 @@ def same_loss(triples: list[Triple], args: argparse.Namespace) -> tuple[float, f
 def contender(name: str, args: argparse.Namespace) -> None:
     """One round of one contender, in this process; prints a JSON line."""
     torch.manual_seed(0)
-    triples = scifact_triples(args.batch_size * (args.warmup + args.steps))
+    triples = training_triples(args.batch_size * (args.warmup + args.steps), args.dataset)
     clock = StepClock()
     loaded = reset_peak_memory()
     (run_ours if name == "ours" else run_peer)(triples, args, clock)
@@ -227,12 +232,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache-chunk", type=int, default=None, help="gradient cache of N texts (both sides)")
+    parser.add_argument("--dataset", default=SCIFACT, help="ir_datasets id of the training triples")
     parser.add_argument("--contender", choices=["ours", "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.contender:
         return contender(args.contender, args)
 
-    triples = scifact_triples(args.batch_size * (args.warmup + args.steps))
+    triples = training_triples(args.batch_size * (args.warmup + args.steps), args.dataset)
     ours_loss, peer_loss = same_loss(triples, args)
     options = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "contender" and v is not None]
     rounds: dict[str, list[dict[str, float]]] = {"ours": [], "peer": []}

@@ -16,6 +16,7 @@ from retrieval_exp.batches import BatchShape
 from retrieval_exp.benchmark import Collection, prepare
 from retrieval_exp.data import irds
 from retrieval_exp.data.negatives import NegativeFilter
+from retrieval_exp.data.ranked_lists import refuse_filters
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import parse_measures
 from retrieval_exp.losses.weighted import WeightedSum, combined
@@ -139,8 +140,11 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
         except InstantiationException as err:
             raise UserError(f"data.train.selection: {err.__cause__}") from None
     train = cfg.data.train
-    if any(train.get(key) is not None for key in ("negatives_from", "max_relative_score", "rescorer")):
-        NegativeFilter(train.depth, train.get("negatives_from"), train.get("max_relative_score"), train.get("rescorer"))
+    filters = [train.get(key) for key in ("negatives_from", "max_relative_score", "rescorer")]
+    if any(value is not None for value in filters):
+        if "sampling_strategy" in train:
+            refuse_filters(train.sampling_strategy, *filters)
+        NegativeFilter(train.depth, *filters)
     if cfg.trainer.get("cache_chunk") is not None:
         _check_cache_chunk(cfg.trainer.cache_chunk, model)
     optimizer = target_class(cfg.optim, "optim")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from retrieval_exp.batches import Triple
-from retrieval_exp.data.triples import without_repeats
+from retrieval_exp.data.triples import in_batch_false_negatives, without_repeats
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.losses.distillation import HybridKD
@@ -40,6 +40,12 @@ def test_collate_marks_relevant_and_identical_documents_of_other_rows(tiny_bert:
     without_ids = [Triple(t.query, t.positive, t.negatives) for t in TRIPLES]
     by_text = BiEncoder(str(tiny_bert)).collate(without_ids).false_negatives  # no qrels: identical texts only
     assert by_text.tolist() == [[False, False, True, False, False, False], [False] * 6, [True] + [False] * 5]
+
+
+def test_the_sampler_counts_what_the_mask_takes_out(tiny_bert: Path) -> None:
+    mask = BiEncoder(str(tiny_bert)).collate(TRIPLES).false_negatives
+    assert in_batch_false_negatives(TRIPLES, 3) == mask.sum().item() / 3 == 5 / 3
+    assert in_batch_false_negatives(TRIPLES, 2) == 2 / 3  # [q1, q1] share d1 and d2; q2 alone
 
 
 def output() -> TripleEmbeddings:
@@ -124,4 +130,6 @@ def test_batches_without_repeats_hold_every_triple_once_and_no_query_twice() -> 
 def test_a_run_with_unique_queries_trains(tmp_path: Path) -> None:
     done = launch(tmp_path / "ok", "data.train.unique_queries=true", "trainer.max_steps=2")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert runs(tmp_path / "ok")[0].info.status == "FINISHED"
+    [run] = runs(tmp_path / "ok")
+    assert run.info.status == "FINISHED"
+    assert "batches/false_negatives" in run.data.metrics  # the sampler's count, by hand above

@@ -1,5 +1,6 @@
 """Denoised hard negatives (data/negatives.py): the rank window, the score ceiling relative to the positive with the
-miner's scores and with a rescorer, and what was kept and dropped, on a stored run whose scores are known."""
+miner's scores and with a rescorer, and what was kept and dropped, on a stored run whose scores are known; for mined
+triples and for the negatives of Rank-DistiLLM stage 1's ranked lists."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
+from retrieval_exp.data.ranked_lists import RankedLists
 from retrieval_exp.data.triples import MinedTriples
 from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.run import RunFile
@@ -104,3 +106,55 @@ def test_a_run_logs_what_the_filters_kept(tmp_path: Path) -> None:
     metrics = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run.info.run_id).data.metrics
     assert metrics["negatives/window_first"] == 2 and metrics["negatives/kept"] <= metrics["negatives/candidates"]
     assert run.data.params["data.train.max_relative_score"] == "0.9"
+
+
+def drawn_negatives(samples: RankedLists, epochs: int = 8) -> dict[str, set[str]]:
+    """query id -> every non-relevant document single_relevant drew for it over `epochs` epochs."""
+    samples.prepare()
+    doc_ids = {text: d for d, text in samples.texts.items()}
+    query_ids = {text: q for q, text in samples.queries.items()}
+    found: dict[str, set[str]] = {}
+    for epoch in range(epochs):
+        for ranked_list in samples.epoch(epoch):
+            found.setdefault(query_ids[ranked_list.query], set()).update(doc_ids[t] for t in ranked_list.documents[1:])
+    return found
+
+
+def stage_one_lists(miner: RunFile, sample_size: int = 2, **filters: object) -> RankedLists:
+    return RankedLists("tiny/train", miner, 5, sample_size, "single_relevant", add_docs_not_in_ranking=True, **filters)
+
+
+def test_ranked_lists_draw_their_negatives_from_the_window_only(miner: RunFile) -> None:
+    found = drawn_negatives(stage_one_lists(miner, negatives_from=[2, 3]))
+    assert found["q1"] == {"exercise3"}  # ranks 2-3: vaccine0 (its positive), exercise3
+    assert found["q2"] <= {"exercise3", "exercise1"} and found["q2"]
+
+
+def test_ranked_lists_drop_what_scores_nearly_as_high_as_the_drawn_positive(miner: RunFile) -> None:
+    samples = stage_one_lists(miner, max_relative_score=0.95)
+    found = drawn_negatives(samples, epochs=30)
+    assert found["q1"] == {"exercise3", "exercise1", "protein1"}  # exercise4: 3.0 >= 0.95 * 2.8
+    assert found["q2"] == {"exercise4", "exercise3", "exercise1", "protein1"}  # climate1 unranked: unscored
+    assert samples.report["negatives/dropped_by_ceiling"] == 1
+
+
+def test_a_list_the_filters_leave_too_short_is_dropped_and_counted(miner: RunFile) -> None:
+    samples = stage_one_lists(miner, sample_size=3, negatives_from=[2, 3])  # q1 keeps 1 negative, needs 2
+    found = drawn_negatives(samples, epochs=1)
+    assert "q1" not in found and len(found) == 11
+    assert samples.report["data/queries_dropped"] == 1
+
+
+def test_unfiltered_lists_draw_from_the_whole_depth(miner: RunFile) -> None:
+    found = drawn_negatives(stage_one_lists(miner), epochs=30)
+    assert found["q1"] == {"exercise4", "exercise3", "exercise1", "protein1"}
+
+
+@pytest.mark.parametrize("strategy", ["top", "random"])
+def test_filters_on_a_teacher_list_are_one_line(miner: RunFile, strategy: str) -> None:
+    with pytest.raises(UserError) as raised:
+        RankedLists("tiny/train", miner, 4, 3, strategy, targets="rank", negatives_from=[2, 3])
+    assert str(raised.value) == (
+        f"data.train.negatives_from filters the negatives that sampling_strategy=single_relevant draws; {strategy} "
+        "keeps the first stage's list as it is: remove it"
+    )

@@ -8,6 +8,10 @@ are its candidates; every epoch draws `sample_size` of them per query by `sampli
 * top: the `sample_size` best-ranked (stage 2: the whole teacher list when sample_size = depth);
 * random: `sample_size` uniformly, kept in rank order.
 
+single_relevant's non-relevant draws are hard negatives, denoised as MinedTriples' are (data/negatives.py): a rank
+window `negatives_from: [a, b]`, a ceiling `max_relative_score` relative to the drawn positive's score (the first
+stage's, or a `rescorer`'s). The other strategies keep the first stage's list as it is and refuse the filters.
+
 Targets, higher = better: `relevance` (the qrels label, 0 when unjudged), `rank` (depth - rank + 1, so the teacher's
 first of 100 gets 100), or `score` (the run's score). With `add_docs_not_in_ranking`, judged-relevant documents the
 run missed join the candidates (rank and score targets 0), so that single_relevant can draw them.
@@ -22,6 +26,7 @@ from typing import Any
 
 from retrieval_exp.batches import BatchShape, RankedList
 from retrieval_exp.data import irds
+from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.run import ranked
 
@@ -30,15 +35,27 @@ STRATEGIES = ("single_relevant", "top", "random")
 TARGETS = ("relevance", "rank", "score")
 
 
+def refuse_filters(strategy: str, negatives_from: Any, max_relative_score: Any, rescorer: Any) -> None:
+    """Negative filters are for single_relevant's drawn negatives; with another strategy, one line."""
+    filters = {"negatives_from": negatives_from, "max_relative_score": max_relative_score, "rescorer": rescorer}
+    chosen = [name for name, value in filters.items() if value is not None]
+    if chosen and strategy != "single_relevant":
+        raise UserError(
+            f"data.train.{chosen[0]} filters the negatives that sampling_strategy=single_relevant draws; "
+            f"{strategy} keeps the first stage's list as it is: remove it"
+        )
+
+
 @dataclass(frozen=True)
 class Candidates:
-    """One query's candidates, best-ranked first (added relevant documents last), with their targets."""
+    """One query's candidates, best-ranked first (added relevant documents last), with their targets; for
+    single_relevant, the relevant ones that can be drawn and, for each, the non-relevant ones that may join it."""
 
     query_id: str
     doc_ids: list[str]
     targets: dict[str, float]
     relevant: list[str]
-    non_relevant: list[str]
+    negatives: dict[str, list[str]]
 
 
 class RankedLists:
@@ -59,6 +76,9 @@ class RankedLists:
         add_docs_not_in_ranking: bool = False,
         min_relevance: int = 1,
         seed: int = 0,
+        negatives_from: list[int] | None = None,
+        max_relative_score: float | None = None,
+        rescorer: Any = None,
     ) -> None:
         if sampling_strategy not in STRATEGIES:
             raise UserError(f"data.train.sampling_strategy={sampling_strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -69,6 +89,8 @@ class RankedLists:
                 f"data.train.sample_size={sample_size} must be at least 2 and, for {sampling_strategy}, at most "
                 f"depth={depth}: change one of them"
             )
+        refuse_filters(sampling_strategy, negatives_from, max_relative_score, rescorer)
+        self.filter = NegativeFilter(depth, negatives_from, max_relative_score, rescorer)
         self.dataset, self.first_stage, self.depth, self.sample_size = dataset, first_stage, depth, sample_size
         self.strategy, self.target_kind, self.add_missing = sampling_strategy, targets, add_docs_not_in_ranking
         self.min_relevance, self.seed = min_relevance, seed
@@ -83,8 +105,7 @@ class RankedLists:
         corpus = irds.corpus(self.dataset) if getattr(self.first_stage, "needs_corpus", True) else None
         run = self.first_stage.search(corpus, self.queries, self.depth)
         lists = [self._candidates(q, run.get(q, {}), judged[q]) for q in sorted(self.queries)]
-        self._lists = [c for c in lists if self._fills(c)]
-        wanted = {d for c in self._lists for d in c.doc_ids}
+        wanted = {d for c in lists for d in c.doc_ids}
         self.texts = irds.documents(self.dataset, wanted)
         unknown = sorted(wanted - self.texts.keys())
         if unknown:
@@ -92,7 +113,12 @@ class RankedLists:
                 f"the first stage ranks {len(unknown)} documents that {self.dataset} does not have (e.g. "
                 f"{unknown[0]!r}): give a run over this dataset's collection"
             )
+        filtered: dict[str, float] = {}
+        if self.strategy == "single_relevant":
+            lists, filtered = self._denoised(lists, run)
+        self._lists = [c for c in lists if self._fills(c)]
         self.report = {"data/lists": len(self._lists), "data/queries_dropped": len(lists) - len(self._lists)}
+        self.report |= filtered
         if not self._lists:
             raise UserError(
                 f"no judged query of {self.dataset} has enough candidates for sample_size={self.sample_size} "
@@ -119,17 +145,27 @@ class RankedLists:
             targets = {d: float(self.depth - rank) for rank, d in enumerate(order)} | dict.fromkeys(added, 0.0)
         else:
             targets = {d: scored[d] for d in order} | dict.fromkeys(added, 0.0)
-        return Candidates(
-            query_id,
-            order + added,
-            targets,
-            relevant=[d for d in order + added if d in relevant],
-            non_relevant=[d for d in order if d not in relevant],
-        )
+        positives = [d for d in order + added if d in relevant]
+        non_relevant = [d for d in order if d not in relevant]
+        return Candidates(query_id, order + added, targets, positives, dict.fromkeys(positives, non_relevant))
+
+    def _denoised(self, lists: list[Candidates], run: Any) -> tuple[list[Candidates], dict[str, float]]:
+        """`lists` with each positive's negatives filtered (window, ceiling) and the positives left that can still
+        fill a list; the filters' report."""
+        pairs = [(c.query_id, positive) for c in lists for positive in c.relevant]
+        relevant = {c.query_id: set(c.relevant) for c in lists}
+        pools, report = self.filter.candidates(run, relevant, pairs, self.queries, self.texts)
+        kept = iter(pools)
+        denoised = []
+        for c in lists:
+            negatives = {positive: next(kept) for positive in c.relevant}
+            drawable = [positive for positive in c.relevant if len(negatives[positive]) >= self.sample_size - 1]
+            denoised.append(Candidates(c.query_id, c.doc_ids, c.targets, drawable, negatives))
+        return denoised, report
 
     def _fills(self, candidates: Candidates) -> bool:
         if self.strategy == "single_relevant":
-            return bool(candidates.relevant) and len(candidates.non_relevant) >= self.sample_size - 1
+            return bool(candidates.relevant)
         return len(candidates.doc_ids) >= self.sample_size
 
     def __len__(self) -> int:
@@ -146,7 +182,8 @@ class RankedLists:
 
     def _draw(self, candidates: Candidates, rng: random.Random) -> RankedList:
         if self.strategy == "single_relevant":
-            docs = [rng.choice(candidates.relevant), *rng.sample(candidates.non_relevant, self.sample_size - 1)]
+            positive = rng.choice(candidates.relevant)
+            docs = [positive, *rng.sample(candidates.negatives[positive], self.sample_size - 1)]
         elif self.strategy == "top":
             docs = candidates.doc_ids[: self.sample_size]
         else:

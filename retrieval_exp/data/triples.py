@@ -7,6 +7,7 @@ import logging
 import random
 import statistics
 from abc import ABC, abstractmethod
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,28 @@ class TripleSampler(ABC):
         order = list(self._examples)
         rng.shuffle(order)
         triples = [self._triple(q, pos, rng.sample(candidates, self.negatives)) for q, pos, candidates in order]
-        return without_repeats(triples, self.batch_size) if self.unique_queries else triples
+        triples = without_repeats(triples, self.batch_size) if self.unique_queries else triples
+        if self.batch_size:
+            self.report["batches/false_negatives"] = in_batch_false_negatives(triples, self.batch_size)
+        return triples
 
     def _triple(self, query_id: str, positive: str, negatives: list[str]) -> Triple:
         texts = tuple(self.texts[d] for d in negatives)
         scores = None if self._teacher is None else tuple(self._teacher[(query_id, d)] for d in [positive, *negatives])
         query, ids, relevant = self.queries[query_id], (positive, *negatives), self.relevant[query_id]
         return Triple(query, self.texts[positive], texts, scores, query_id, ids, relevant)
+
+
+def in_batch_false_negatives(triples: list[Triple], size: int) -> float:
+    """The mean number, per triple, of documents elsewhere in its batch (`size` consecutive triples) that are judged
+    relevant to its query or are its positive again: the candidates the in-batch losses' mask takes out."""
+    found = 0
+    for start in range(0, len(triples), size):
+        batch = triples[start : start + size]
+        counts = Counter(key for triple in batch for key in triple.document_keys())
+        for triple in batch:
+            found += sum(counts[key] for key in triple.relevant | {triple.document_keys()[0]}) - 1
+    return found / len(triples) if triples else 0.0
 
 
 def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
