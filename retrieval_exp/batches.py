@@ -1,4 +1,4 @@
-"""Batch shapes: what a training sampler produces and what a loss consumes (DESIGN.md's batch-shape table).
+"""Batch shapes: what a training sampler produces and what a loss consumes.
 
 A loss names the shape it needs and a sampler the shape it makes, so an impossible pairing is caught from the
 config alone, before any model is loaded.

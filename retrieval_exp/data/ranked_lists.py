@@ -146,8 +146,7 @@ class RankedLists:
         else:
             targets = {d: scored[d] for d in order} | dict.fromkeys(added, 0.0)
         positives = [d for d in order + added if d in relevant]
-        non_relevant = [d for d in order if d not in relevant]
-        return Candidates(query_id, order + added, targets, positives, dict.fromkeys(positives, non_relevant))
+        return Candidates(query_id, order + added, targets, positives, {})  # negatives: _denoised, single_relevant
 
     def _denoised(self, lists: list[Candidates], run: Any) -> tuple[list[Candidates], dict[str, float]]:
         """`lists` with each positive's negatives filtered (window, ceiling) and the positives left that can still
