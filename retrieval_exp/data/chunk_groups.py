@@ -1,7 +1,7 @@
 """Revela's training data: groups of text chunks, read from the authors' JSONL or built from any corpus.
 
 A group's chunks attend to each other in the LM, so a group should hold related text: the authors' Wikipedia groups
-are a seed chunk with its BM25 neighbours (METHODS.md 4.3), which `CorpusChunkGroups` builds from any ir_datasets
+are a seed chunk with its BM25 neighbours (README: Methods), which `CorpusChunkGroups` builds from any ir_datasets
 corpus with Lucene BM25 (pyserini).
 """
 

@@ -1,5 +1,5 @@
 """Scored pairs (q, d, t): every relevant (query, document) pair of a dataset's qrels with its teacher score, kept
-or dropped by a selective-distillation rule (Method 3, METHODS.md section 3.1)."""
+or dropped by a selective-distillation rule (Method 3, the README's Methods section)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Losses that train a retriever with a language model's signal, over groups of chunks (METHODS.md section 4)."""
+"""Losses that train a retriever with a language model's signal, over groups of chunks (README: Methods)."""
 
 from __future__ import annotations
 

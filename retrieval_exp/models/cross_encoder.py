@@ -1,4 +1,4 @@
-"""Cross-encoder re-ranker in the monoBERT/monoELECTRA style (Rank-DistiLLM, METHODS.md section 2.1):
+"""Cross-encoder re-ranker in the monoBERT/monoELECTRA style (Rank-DistiLLM, the README's Methods section):
 `[CLS] query [SEP] doc [SEP]` through any Hugging Face encoder, the [CLS] vector through Linear(hidden, 1).
 
 The query and the document are truncated separately (to `query_length` and `doc_length` tokens, special tokens
