@@ -6,8 +6,11 @@ config alone, before any model is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+import torch
 
 
 class BatchShape(StrEnum):
@@ -35,6 +38,25 @@ class Triple:
     def document_keys(self) -> tuple[str, ...]:
         """What identifies each document (positive, then negatives): its id, or its text where there is none."""
         return self.doc_ids or (self.positive, *self.negatives)
+
+
+def false_negatives(triples: Sequence[Triple]) -> torch.Tensor:
+    """The in-batch losses' mask for `triples` as one batch: rows are the queries, columns the documents (every
+    positive, then every negative); True where another row's document is judged relevant to the row's query, is its
+    positive again (same id), or has its positive's text. Looked up by id and text, so the cost grows with the batch,
+    not with its square."""
+    documents = [t.positive for t in triples] + [n for t in triples for n in t.negatives]
+    keys = [t.document_keys()[0] for t in triples] + [key for t in triples for key in t.document_keys()[1:]]
+    columns: dict[str, list[int]] = {}
+    for column, (key, text) in enumerate(zip(keys, documents)):
+        columns.setdefault(f"id:{key}", []).append(column)
+        columns.setdefault(f"text:{text}", []).append(column)
+    mask = torch.zeros(len(triples), len(keys), dtype=torch.bool)
+    for row, triple in enumerate(triples):
+        wanted = [f"id:{key}" for key in triple.relevant | {triple.document_keys()[0]}] + [f"text:{triple.positive}"]
+        mask[row, [column for name in wanted for column in columns.get(name, [])]] = True
+    mask[torch.arange(len(triples)), torch.arange(len(triples))] = False  # the row's own positive is its target
+    return mask
 
 
 @dataclass(frozen=True)

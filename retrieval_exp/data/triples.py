@@ -7,11 +7,10 @@ import logging
 import random
 import statistics
 from abc import ABC, abstractmethod
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from retrieval_exp.batches import BatchShape, Triple
+from retrieval_exp.batches import BatchShape, Triple, false_negatives
 from retrieval_exp.data import irds
 from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.data.teacher import TeacherScores
@@ -102,14 +101,9 @@ class TripleSampler(ABC):
 
 
 def in_batch_false_negatives(triples: list[Triple], size: int) -> float:
-    """The mean number, per triple, of documents elsewhere in its batch (`size` consecutive triples) that are judged
-    relevant to its query or are its positive again: the candidates the in-batch losses' mask takes out."""
-    found = 0
-    for start in range(0, len(triples), size):
-        batch = triples[start : start + size]
-        counts = Counter(key for triple in batch for key in triple.document_keys())
-        for triple in batch:
-            found += sum(counts[key] for key in triple.relevant | {triple.document_keys()[0]}) - 1
+    """The mean number, per triple, of candidates the in-batch losses' mask (batches.false_negatives) takes out of
+    its batch of `size` consecutive triples."""
+    found = sum(int(false_negatives(triples[i : i + size]).sum()) for i in range(0, len(triples), size))
     return found / len(triples) if triples else 0.0
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BatchEncoding
 
-from retrieval_exp.batches import Triple
+from retrieval_exp.batches import Triple, false_negatives
 from retrieval_exp.errors import UserError
 from retrieval_exp.models.hub import load_encoder, require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
@@ -83,23 +83,6 @@ class TripleEmbeddings:
     queries: torch.Tensor
     positives: torch.Tensor
     negatives: torch.Tensor
-
-
-def false_negatives(triples: Sequence[Triple], documents: Sequence[str]) -> torch.Tensor:
-    """TripleBatch.false_negatives of `triples`, whose documents are `documents` (positives, then negatives): for
-    each row, the columns whose id is judged relevant to its query or is its positive's, or whose text is its
-    positive's. Looked up by id and text, so the cost grows with the batch, not with its square."""
-    keys = [t.document_keys()[0] for t in triples] + [key for t in triples for key in t.document_keys()[1:]]
-    columns: dict[str, list[int]] = {}
-    for column, (key, text) in enumerate(zip(keys, documents)):
-        columns.setdefault(f"id:{key}", []).append(column)
-        columns.setdefault(f"text:{text}", []).append(column)
-    mask = torch.zeros(len(triples), len(keys), dtype=torch.bool)
-    for row, triple in enumerate(triples):
-        wanted = [f"id:{key}" for key in triple.relevant | {triple.document_keys()[0]}] + [f"text:{triple.positive}"]
-        mask[row, [column for name in wanted for column in columns.get(name, [])]] = True
-    mask[torch.arange(len(triples)), torch.arange(len(triples))] = False  # the row's own positive is its target
-    return mask
 
 
 class BiEncoder(torch.nn.Module):
@@ -193,7 +176,7 @@ class BiEncoder(torch.nn.Module):
         scored = all(t.teacher_scores is not None for t in triples)
         scores = torch.tensor([t.teacher_scores for t in triples]) if scored else None
         queries, tokens = self.tokenize([t.query for t in triples], "query"), self.tokenize(documents, "doc")
-        return TripleBatch(queries, tokens, counts.pop(), scores, false_negatives(triples, documents))
+        return TripleBatch(queries, tokens, counts.pop(), scores, false_negatives(triples))
 
     def training_output(self, batch: TripleBatch) -> TripleEmbeddings:
         """What bi-encoder losses consume for a batch."""
