@@ -11,6 +11,7 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ from retrieval_exp.tracking.sweep import current_sweep
 from retrieval_exp.training import distributed
 from retrieval_exp.training.distributed import Ranks
 from retrieval_exp.training.loop import TrainerSettings, train
-from retrieval_exp.training.preemption import Preempted
+from retrieval_exp.training.preemption import Preempted, Terminated, terminate_raises
 from retrieval_exp.validation import Plan, require_complete, validate
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
         return run(cfg)
     except Preempted as stop:  # state saved; SLURM (or the same command) resumes it
         stop.hand_over()
+    except Terminated as stop:  # recorded as KILLED; exit as the signal would have
+        print(f"stopped: {stop}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as err:
         bad_input = _user_error(err)
         if bad_input:
@@ -216,8 +220,8 @@ def _teacher_agreement(
 @contextmanager
 def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]:
     """The run's MLflow record, ended FINISHED, or FAILED (and metrics.json removed) on any error; KILLED when a
-    signal stopped it after a checkpoint. A run resumed from a checkpoint in the same output directory continues
-    its MLflow run."""
+    signal stopped it after a checkpoint, or SIGTERM or Ctrl-C anywhere else. A run resumed from a checkpoint in the
+    same output directory continues its MLflow run."""
     client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.experiment)
     id_file = out_dir / RUN_ID_FILE
     resuming = id_file.is_file() and (out_dir / "checkpoints").is_dir()
@@ -242,7 +246,7 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     tracked.set_tags(slurm_tags())  # again on each requeue: the job's current log and restart count
     id_file.write_text(tracked.run_id)
     try:
-        with system_metrics(tracked, cfg.tracking.get("system_metrics_every"), resuming):
+        with terminate_raises(), system_metrics(tracked, cfg.tracking.get("system_metrics_every"), resuming):
             yield tracked
     except Preempted as stop:
         tracked.set_tags({"stopped": str(stop)})
@@ -252,7 +256,7 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
         for path in [out_dir / AGREEMENT_FILE, *out_dir.glob("metrics.json"), *out_dir.glob("*/metrics.json")]:
             path.unlink(missing_ok=True)  # no collection's partial result is mistaken for a finished one
         tracked.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
-        tracked.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        tracked.finish("KILLED" if isinstance(err, KeyboardInterrupt | Terminated) else "FAILED")
         raise
     tracked.finish("FINISHED")
 
