@@ -20,7 +20,7 @@ from retrieval_exp.data.local import register_beir_folder
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import RESULT_FILES, cut, evaluate, write_outputs
 from retrieval_exp.retrieval.run import Run, read_trec
-from retrieval_exp.tracking.mlflow_run import TrackedRun, open_experiment
+from retrieval_exp.tracking.mlflow_run import TrackedRun, add_store_argument, open_experiment
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,7 +35,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="register a local BEIR folder as an ir_datasets id first")  # fmt: skip
     parser.add_argument("--out", type=Path, help="directory for run.trec, perquery.tsv, metrics.json")
     parser.add_argument("--experiment", help="also record an MLflow run in this experiment")
-    parser.add_argument("--tracking-uri", default="sqlite:///results/mlflow.db")
+    add_store_argument(parser)
     parser.add_argument("--artifact-root", default="results/mlartifacts")
     parser.add_argument("--method", default="external", help="the run's `method` tag (default: external)")
     return parser.parse_args(argv)

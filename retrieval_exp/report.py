@@ -39,7 +39,7 @@ from retrieval_exp.significance import (
     random_effects,
 )
 from retrieval_exp.study import COSTS, System, find_runs, group, holds_exported, pick_baseline, read_exported
-from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key
+from retrieval_exp.tracking.mlflow_run import absolute_uri, add_store_argument, metric_key
 
 ALPHA = 0.05
 
@@ -258,7 +258,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", help="run id, run name, method tag or system label (default: the first system)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/reports/<source>)")
     parser.add_argument("--measures", nargs="+", default=["nDCG@10", "R@100", "RR@10"])
-    parser.add_argument("--tracking-uri", default="sqlite:///results/mlflow.db")
+    add_store_argument(parser)
     parser.add_argument("--to-parent", action="store_true", help="also log the report to the sweep's parent run")
     parser.add_argument("--across", nargs="+", default=["seed"], metavar="KEY",
                         help="override keys that vary within one system (default: seed; e.g. seed init)")  # fmt: skip

@@ -26,7 +26,7 @@ from mlflow.entities import Run as MlflowRun
 from mlflow.tracking import MlflowClient
 
 from retrieval_exp.errors import UserError
-from retrieval_exp.tracking.mlflow_run import absolute_uri, metric_key
+from retrieval_exp.tracking.mlflow_run import absolute_uri, add_store_argument, metric_key
 
 COSTS = {"train s": "time/train_s", "steps": "train/steps", "peak MB": "memory/peak_rss_mb"}  # label -> metric
 PerQuery = dict[str, dict[str, float]]  # measure -> query id -> value
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     export = commands.add_parser("export", help="add the finished runs of an MLflow experiment or sweep to FOLDER")
     export.add_argument("source", help="MLflow experiment name or sweep id")
     export.add_argument("folder", type=Path)
-    export.add_argument("--tracking-uri", default="sqlite:///results/mlflow.db")
+    add_store_argument(export)
     has = commands.add_parser("has", help="exit 0 if an exported run in FOLDER has all the overrides, else 1")
     has.add_argument("folder", type=Path)
     has.add_argument("overrides", nargs="+", metavar="KEY=VALUE")

@@ -7,6 +7,7 @@ from hydra.utils import get_object, instantiate
 
 from retrieval_exp.data.local import register_all
 from retrieval_exp.errors import UserError
+from retrieval_exp.tracking.mlflow_run import DEFAULT_STORE
 from retrieval_exp.validation import validate
 from tests.conftest import REPO, TEST_CONF, TINY, compose_config
 
@@ -35,7 +36,7 @@ def test_default_experiment_is_minilm_infonce_on_scifact() -> None:
     assert cfg.loss._target_.endswith("InfoNCE") and cfg.train
     assert (cfg.data.train.dataset, cfg.data.test) == ("beir/scifact/train", "beir/scifact/test")
     assert cfg.data.train.negatives == 1 and cfg.data.train.miner._target_.endswith("BM25")
-    assert cfg.tracking.uri == "sqlite:///results/mlflow.db"
+    assert cfg.tracking.uri == DEFAULT_STORE == "sqlite:///results/mlflow.db"  # the tools' --tracking-uri default
 
 
 def test_bm25_preset_has_no_model_and_does_not_train() -> None:

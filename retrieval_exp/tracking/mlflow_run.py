@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import subprocess
@@ -19,6 +20,12 @@ for _noisy in ("alembic", "mlflow"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 MAX_PARAM_LENGTH = 6000
+DEFAULT_STORE = "sqlite:///results/mlflow.db"  # conf/config.yaml's tracking.uri: where launch.py records by default
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri for the command-line tools that read or write launch.py's store."""
+    parser.add_argument("--tracking-uri", default=DEFAULT_STORE, help=f"MLflow store (default: {DEFAULT_STORE})")
 
 
 def absolute_uri(uri: str) -> str:
