@@ -1,4 +1,5 @@
-"""The training loop: schedule shape, loss going down, and resume continuing at the exact step."""
+"""The training loop: schedule shape, loss going down, resume continuing at the exact step, and a diverged run
+stopped at its step."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,10 +10,12 @@ from hydra.utils import instantiate
 
 from retrieval_exp.data.local import register_all
 from retrieval_exp.hardware import Hardware, seed_everything
-from retrieval_exp.training.loop import TrainerSettings, TrainingResult, train
+from retrieval_exp.training.distributed import SINGLE_PROCESS
+from retrieval_exp.training.loop import TrainerSettings, TrainingDiverged, TrainingResult, _require_finite, train
 from retrieval_exp.training.rerank_validation import RerankValidation
 from retrieval_exp.training.schedule import warmup_decay
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, launch
+from tests.test_launch import runs
 
 
 def test_warmup_then_linear_decay() -> None:
@@ -95,3 +98,29 @@ def test_bf16_autocast_trains(tmp_path: Path) -> None:
     trained = run_training(tmp_path, max_steps=2, precision="bf16")
     assert len(trained.losses) == 2 and all(torch.isfinite(torch.tensor(trained.losses)))
     assert all(p.dtype == torch.float32 for p in trained.model.parameters())  # autocast keeps fp32 master weights
+
+
+def test_a_diverged_loss_stops_the_run_at_its_step_with_one_line_and_no_result(tmp_path: Path) -> None:
+    # cosines / 1e-45 overflow float32: the in-batch logits are inf and the loss is nan from the first step
+    done = launch(tmp_path, "trainer.max_steps=3", "loss.temperature=1e-45")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line == (
+        "error: training diverged at step 1: loss nan, gradient norm nan; lower optim.lr or check the loss's settings "
+        "(loss.temperature, ...)"
+    )
+    [run] = runs(tmp_path)
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("TrainingDiverged: training diverged")
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "model").exists()
+
+
+def test_a_non_finite_loss_or_gradient_norm_is_named_with_the_loss_terms() -> None:
+    cpu, inf = torch.device("cpu"), torch.tensor(float("inf"))
+    terms = {"contrastive": torch.tensor(1.5), "regression": inf}
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at step 4: loss inf, contrastive 1.5, regression "
+                       r"inf; lower optim.lr, set trainer.max_grad_norm or check"):  # fmt: skip
+        _require_finite(4, inf, None, terms, SINGLE_PROCESS, cpu)
+    with pytest.raises(TrainingDiverged, match=r"step 2: loss 0.5, gradient norm inf; lower optim.lr or check"):
+        _require_finite(2, torch.tensor(0.5), inf, {}, SINGLE_PROCESS, cpu)
+    finite = terms | {"regression": torch.tensor(0.1)}
+    _require_finite(2, torch.tensor(0.5), torch.tensor(3.0), finite, SINGLE_PROCESS, cpu)  # finite: nothing raised

@@ -122,15 +122,19 @@ def train(
                 )
             )
             for _ in range(min(steps_per_epoch - offset, total_steps - step)):
+                step_loss = torch.zeros((), device=hardware.torch_device)
                 for micro in range(settings.grad_accum):
                     batch = next(batches).to(hardware.torch_device)
                     last = micro == settings.grad_accum - 1
                     value = _micro_step(model, forward, loss, batch, settings, hardware, ranks, last)
                     window.add(value, loss.terms, settings.grad_accum)
+                    step_loss = step_loss + value.detach()
                     if loss_stop:
                         loss_stop.add(value)
+                norm = None
                 if settings.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                _require_finite(step + 1, step_loss, norm, loss.terms, ranks, hardware.torch_device)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -166,6 +170,32 @@ def train(
         model.load_state_dict(checkpoint.load(checkpoint_dir, checkpoint.BEST)["model"])
     trained = (step - resumed_from) * per_step
     return TrainingResult(step, seconds, trained / seconds if seconds else 0.0, resumed_from)
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradient norm is not finite: the run stops before the step writes it into the weights."""
+
+
+def _require_finite(
+    step: int,
+    step_loss: torch.Tensor,
+    grad_norm: torch.Tensor | None,
+    terms: dict[str, torch.Tensor],
+    ranks: Ranks,
+    device: torch.device,
+) -> None:
+    """Raise TrainingDiverged (on every rank, if on one) at a non-finite loss or gradient norm, so that a diverged
+    run fails at that step rather than finishing with a number."""
+    values = [step_loss, *([] if grad_norm is None else [grad_norm])]
+    if not ranks.any(not all(bool(torch.isfinite(value)) for value in values), device):
+        return
+    parts = "".join(f", {name} {float(term):.4g}" for name, term in terms.items())
+    norm = "" if grad_norm is None else f", gradient norm {float(grad_norm):.4g}"
+    clip = ", set trainer.max_grad_norm" if grad_norm is None else ""
+    raise TrainingDiverged(
+        f"training diverged at step {step}: loss {float(step_loss):.4g}{parts}{norm}; lower optim.lr{clip} or check "
+        "the loss's settings (loss.temperature, ...)"
+    )
 
 
 def _micro_step(
