@@ -42,6 +42,7 @@ from retrieval_exp.tracking.mlflow_run import (
     system_metrics,
 )
 from retrieval_exp.tracking.references import resolve_references
+from retrieval_exp.tracking.run_lock import run_lock
 from retrieval_exp.tracking.slurm import slurm_tags
 from retrieval_exp.tracking.sweep import current_sweep
 from retrieval_exp.training import distributed
@@ -106,12 +107,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model = instantiate(cfg.model).to(hardware.torch_device)
         _train(cfg, plan, model, hardware, out_dir, UNTRACKED, ranks)
         return {}
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    started = time.perf_counter()
-    with _tracked(cfg, plan, out_dir) as tracked:
-        tracked.set_tags({f"source.{key}": run_id for key, run_id in sources.items()})
-        metrics = _execute(cfg, plan, hardware, out_dir, tracked, ranks)
-    _print_summary(cfg, plan, metrics, out_dir, tracked, time.perf_counter() - started)
+    with run_lock(out_dir):  # a second launch of this config is refused while this one runs
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        started = time.perf_counter()
+        with _tracked(cfg, plan, out_dir) as tracked:
+            tracked.set_tags({f"source.{key}": run_id for key, run_id in sources.items()})
+            metrics = _execute(cfg, plan, hardware, out_dir, tracked, ranks)
+        _print_summary(cfg, plan, metrics, out_dir, tracked, time.perf_counter() - started)
     return metrics
 
 
