@@ -36,6 +36,7 @@ from retrieval_exp.prefetch import prefetch
 from retrieval_exp.tracking.mlflow_run import (
     UNTRACKED,
     TrackedRun,
+    close_abandoned,
     flatten,
     git_commit,
     open_experiment,
@@ -227,6 +228,7 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.experiment)
     id_file = out_dir / RUN_ID_FILE
     resuming = id_file.is_file() and (out_dir / "checkpoints").is_dir()
+    abandoned = id_file.read_text() if id_file.is_file() and not resuming else None
     sweep = current_sweep()
     overrides = list(HydraConfig.get().overrides.task)
     model = cfg.model.name_or_path if plan.needs_model else "none"
@@ -246,6 +248,8 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     tracked = TrackedRun.start(client, experiment_id, name, tags, params, id_file.read_text() if resuming else None)
     tracked.set_tags(slurm_tags())  # again on each requeue: the job's current log and restart count
+    if abandoned:
+        close_abandoned(client, abandoned, tracked.run_id)
     id_file.write_text(tracked.run_id)
     try:
         with terminate_raises(), system_metrics(tracked, cfg.tracking.get("system_metrics_every"), resuming):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mlflow.entities import Metric
 from mlflow.entities import Run as MlflowRun
 from mlflow.tracking import MlflowClient
 
@@ -133,10 +134,16 @@ def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str
         seed,
         collections,
         {label: metrics[key] for label, key in costs.items() if key in metrics},
-        sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")),
+        _one_per_step(client.get_metric_history(run_id, "train/loss")),
         tags.get("mlflow.parentRunId"),
         record.info.start_time,
     )
+
+
+def _one_per_step(history: Sequence[Metric]) -> list[tuple[int, float]]:
+    """(step, value) of a metric's history, the last value logged at each step: a run that resumed after a crash
+    logged the steps after its checkpoint twice, and the second time is the one its model went on from."""
+    return sorted({m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}.items())
 
 
 def export_runs(runs: Sequence[StudyRun], folder: Path) -> list[Path]:

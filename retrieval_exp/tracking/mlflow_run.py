@@ -87,6 +87,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def close_abandoned(client: MlflowClient, run_id: str, successor: str) -> None:
+    """Mark KILLED run `run_id` if it is still RUNNING: its process died without a signal before its first
+    checkpoint (kill -9, OOM), so there is nothing to resume and `successor` starts over."""
+    try:
+        if client.get_run(run_id).info.status != "RUNNING":
+            return
+    except MlflowException:  # not in this store (tracking.uri changed since)
+        return
+    client.set_tag(run_id, "error", f"ended without a signal before its first checkpoint; run {successor} starts over")
+    client.set_terminated(run_id, "KILLED")
+
+
 class TrackedRun:
     """One MLflow run, written through the client (no global active-run state, so sweeps in one process are safe)."""
 

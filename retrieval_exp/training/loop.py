@@ -98,8 +98,9 @@ def train(
     stopper = validator or loss_stop
     step = _resume(checkpoint_dir, model, optimizer, scheduler, stopper, window)
     resumed_from = step
-    if step:
+    if step:  # steps after the checkpoint may have been logged before a crash: they are logged again from here
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint_dir / checkpoint.LAST)
+        on_metrics({"train/resumed_from": float(step)}, step)
     forward = data_parallel(model, ranks, hardware.torch_device)
     model.train()
     started = time.perf_counter()
