@@ -33,6 +33,7 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import RESULT_FILES, read_metrics, write_metrics
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.prefetch import prefetch
+from retrieval_exp.settings import build
 from retrieval_exp.tracking.mlflow_run import (
     UNTRACKED,
     TrackedRun,
@@ -186,7 +187,7 @@ def _train(
         samples,
         instantiate(cfg.optim),
         instantiate(cfg.scheduler),
-        TrainerSettings(**cfg.trainer),
+        build(TrainerSettings, cfg.trainer, "trainer"),
         hardware,
         out_dir / "checkpoints",
         tracked.log_metrics,

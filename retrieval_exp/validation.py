@@ -21,7 +21,9 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import parse_measures
 from retrieval_exp.losses.weighted import WeightedSum, combined
 from retrieval_exp.models.hub import require_available, require_dropout
+from retrieval_exp.settings import build
 from retrieval_exp.training.grad_cache import ChunkableModel
+from retrieval_exp.training.loop import TrainerSettings
 
 
 @dataclass(frozen=True)
@@ -145,13 +147,17 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
         if "sampling_strategy" in train:
             refuse_filters(train.sampling_strategy, *filters)
         NegativeFilter(train.depth, *filters)
-    if cfg.trainer.get("cache_chunk") is not None:
-        _check_cache_chunk(cfg.trainer.cache_chunk, model)
+    settings = build(TrainerSettings, cfg.trainer, "trainer")
+    if settings.cache_chunk is not None and not issubclass(model, ChunkableModel):
+        raise UserError(
+            f"trainer.cache_chunk caches the embeddings of bi-encoders, but the model is a {model.kind}: "
+            "set trainer.cache_chunk=null"
+        )
     optimizer = target_class(cfg.optim, "optim")
     requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
     if requirement and importlib.util.find_spec(requirement[0]) is None:
         raise UserError(requirement[1])
-    if cfg.trainer.get("loss_patience") is not None and cfg.get("validation"):
+    if settings.loss_patience is not None and cfg.get("validation"):
         raise UserError("trainer.loss_patience and validation both stop early: keep one (e.g. validation=null)")
     if cfg.get("validation"):
         irds.require(cfg.validation.dataset, "queries", "qrels", "scoreddocs")
@@ -161,13 +167,3 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
             raise UserError(f"loss {loss.name!r} distils a teacher's scores: choose one, e.g. model@teacher=mpnet")
         require_available(cfg.teacher.name_or_path)
     return loss
-
-
-def _check_cache_chunk(chunk: Any, model: Any) -> None:
-    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-        raise UserError(f"trainer.cache_chunk={chunk!r} is not a positive number of texts: e.g. 32, or null for off")
-    if not issubclass(model, ChunkableModel):
-        raise UserError(
-            f"trainer.cache_chunk caches the embeddings of bi-encoders, but the model is a {model.kind}: "
-            "set trainer.cache_chunk=null"
-        )

@@ -96,6 +96,15 @@ def test_valid_configs_give_a_plan() -> None:
             ["data=tiny_pairs", "loss=hybrid_kd", "model@teacher=tiny_bert", "data.train.selection.percentile=100"],
             "data.train.selection: percentile must be in [0, 100), got 100",
         ),
+        (["trainer.batch_size=-4"], "trainer.batch_size=-4 is out of range: it must be >= 1"),
+        (["trainer.batch_size=0"], "trainer.batch_size=0 is out of range: it must be >= 1"),
+        (["trainer.epochs=-1"], "trainer.epochs=-1 is out of range: it must be >= 1"),
+        (["trainer.max_steps=0"], "trainer.max_steps=0 is out of range: it must be >= 1"),
+        (["trainer.max_grad_norm=0"], "trainer.max_grad_norm=0 is out of range: it must be > 0"),
+        (["trainer.log_every=abc"], "trainer.log_every='abc' is not an integer"),
+        (["trainer.grad_accum=1.5"], "trainer.grad_accum=1.5 is not an integer"),
+        (["trainer.batch_size=null"], "trainer.batch_size cannot be null: give an integer"),
+        (["+trainer.lr=1e-5"], "trainer.lr is not a setting of trainer: the settings are batch_size, cache_chunk,"),
     ],
 )
 def test_impossible_configs_fail_with_one_line(overrides: list[str], message: str) -> None:

@@ -152,7 +152,7 @@ def test_a_cached_run_logs_the_loss_history_of_the_uncached_one(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["trainer.cache_chunk=0"], "trainer.cache_chunk=0 is not a positive number of texts"),
+        (["trainer.cache_chunk=0"], "trainer.cache_chunk=0 is out of range: it must be >= 1"),
         (["model=tiny_cross", "data=tiny_lists", "loss=listwise_infonce", "retriever=rerank", "trainer.cache_chunk=8"],
          "trainer.cache_chunk caches the embeddings of bi-encoders, but the model is a cross_encoder"),
         (["model.dropout=1.5"], "model.dropout=1.5 is not a probability in [0, 1)"),

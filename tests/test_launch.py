@@ -93,6 +93,8 @@ def test_bm25_preset_on_the_tiny_collection(tmp_path: Path) -> None:
         (["data.test=beir/no-such-dataset/test"], "unknown dataset id"),
         (["data.test=beir/scifact"], "has no qrels"),
         (["loss._target_=tests.fakes.CrossEncoderOnlyLoss"], "trains cross_encoder models"),
+        (["trainer.batch_size=-4"], "trainer.batch_size=-4 is out of range: it must be >= 1"),  # once trained silently
+        (["trainer.batch_size=0"], "trainer.batch_size=0 is out of range: it must be >= 1"),  # once ZeroDivisionError
         pytest.param(
             ["hardware=gpu"],
             "no CUDA device is visible: use hardware=cpu",
@@ -106,6 +108,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, overrides: lis
     assert done.stderr.strip().splitlines()[-1].startswith("error: ") and message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_model_missing_from_the_offline_cache_is_one_line(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.base import Loss
+from retrieval_exp.settings import Positive, PositiveFloat
 from retrieval_exp.training import checkpoint
 from retrieval_exp.training.distributed import SINGLE_PROCESS, Ranks, data_parallel
 from retrieval_exp.training.grad_cache import cached_backward
@@ -40,17 +41,17 @@ class TrainerSettings:
     encode at most that many texts at a time through the gradient cache (grad_cache.py). `loss_patience`: stop after
     that many epochs without a lower mean training loss, keeping the best epoch's weights."""
 
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 32
-    grad_accum: int = 1
-    max_grad_norm: float | None = 1.0
-    checkpoint_every: int = 100
-    log_every: int = 10
+    epochs: Positive = 1
+    max_steps: Positive | None = None
+    batch_size: Positive = 32
+    grad_accum: Positive = 1
+    max_grad_norm: PositiveFloat | None = 1.0
+    checkpoint_every: Positive = 100
+    log_every: Positive = 10
     no_decay_bias_and_norm: bool = False
     gather_across_ranks: bool = False
-    cache_chunk: int | None = None
-    loss_patience: int | None = None
+    cache_chunk: Positive | None = None
+    loss_patience: Positive | None = None
 
 
 @dataclass
