@@ -228,8 +228,8 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
     same output directory continues its MLflow run."""
     client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.experiment)
     id_file = out_dir / RUN_ID_FILE
-    resuming = id_file.is_file() and (out_dir / "checkpoints").is_dir()
-    abandoned = id_file.read_text() if id_file.is_file() and not resuming else None
+    previous = id_file.read_text() if id_file.is_file() else None  # this directory's last MLflow run
+    resuming = previous is not None and (out_dir / "checkpoints").is_dir()
     sweep = current_sweep()
     overrides = list(HydraConfig.get().overrides.task)
     model = cfg.model.name_or_path if plan.needs_model else "none"
@@ -247,10 +247,10 @@ def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]
         tags |= {"sweep_id": sweep.sweep_id, "mlflow.parentRunId": sweep.parent_run_id}
     name = " · ".join([plan.method, Path(model).name, cfg.data.name, *(overrides if sweep else [])])
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    tracked = TrackedRun.start(client, experiment_id, name, tags, params, id_file.read_text() if resuming else None)
+    tracked = TrackedRun.start(client, experiment_id, name, tags, params, previous if resuming else None)
     tracked.set_tags(slurm_tags())  # again on each requeue: the job's current log and restart count
-    if abandoned:
-        close_abandoned(client, abandoned, tracked.run_id)
+    if previous and not resuming:
+        close_abandoned(client, previous, tracked.run_id)
     id_file.write_text(tracked.run_id)
     try:
         with terminate_raises(), system_metrics(tracked, cfg.tracking.get("system_metrics_every"), resuming):

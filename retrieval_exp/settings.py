@@ -50,17 +50,20 @@ def build(cls: type[T], node: Mapping[str, Any], where: str) -> T:
     return cls(**node)
 
 
+def _ranges(hint: Any) -> tuple[Any, tuple[AtLeast, ...]]:
+    """`hint` without its Annotated wrapper, and the ranges the wrapper carried."""
+    if typing.get_origin(hint) is not Annotated:
+        return hint, ()
+    inner, *extras = typing.get_args(hint)
+    return inner, tuple(extra for extra in extras if isinstance(extra, AtLeast))
+
+
 def _check(key: str, value: Any, hint: Any) -> None:
-    ranges: tuple[Any, ...] = ()
-    if typing.get_origin(hint) is Annotated:
-        hint, *extras = typing.get_args(hint)
-        ranges = tuple(extra for extra in extras if isinstance(extra, AtLeast))
+    hint, outer = _ranges(hint)
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     optional = type(None) in options
-    kind = next(option for option in options if option is not type(None))
-    if typing.get_origin(kind) is Annotated:  # Optional[Positive]: the range is inside the union
-        kind, *extras = typing.get_args(kind)
-        ranges += tuple(extra for extra in extras if isinstance(extra, AtLeast))
+    kind, inner = _ranges(next(option for option in options if option is not type(None)))  # Positive | None
+    ranges = outer + inner
     if value is None:
         if optional:
             return
