@@ -91,16 +91,14 @@ def _prepare(collection: Collection, needs_model: bool, retriever: Any) -> None:
                 f"folder {collection.folder!r} does not exist: fill RETRIEVAL_EXP_COLLECTIONS with the offline "
                 "seeding script (README, 'Offline use') or point the entry's folder at a BEIR folder"
             )
-        register_beir_folder(collection.test, collection.folder, collection.split)
+        register_beir_folder(collection.test, collection.folder, collection.split, collection.pool is not None)
     irds.require(collection.test, "docs", "queries", "qrels")
     irds.require_readable(collection.test)
     if collection.pool is None:
         return
-    pool = collection.pool_run()
+    pool = collection.pool_run()  # a run file is checked as it is built
     if isinstance(pool, DatasetRun):
         irds.require(collection.test, "scoreddocs")
-    elif not pool.path.is_file():
-        raise UserError(f"pool run {str(pool.path)!r} does not exist: set pool to scoreddocs or to a run file")
     if not needs_model and retriever is not FirstStage:
         raise UserError(
             f"the corpus is a pool of first-stage candidates, which retriever={retriever.name} cannot search as a "

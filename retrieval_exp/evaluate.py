@@ -19,13 +19,13 @@ from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_beir_folder
 from retrieval_exp.errors import UserError
 from retrieval_exp.evaluation import RESULT_FILES, cut, evaluate, write_outputs
-from retrieval_exp.retrieval.run import Run, read_trec
+from retrieval_exp.retrieval.run import RunFile, read_run
 from retrieval_exp.tracking.mlflow_run import TrackedRun, add_store_argument, open_experiment
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m retrieval_exp.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a TREC run file: qid Q0 docid rank score tag")
+    parser.add_argument("run", type=Path, help="a run file: TREC (qid Q0 docid rank score tag; .gz gzipped) or parquet")
     parser.add_argument("--dataset", required=True, help="ir_datasets id with qrels, e.g. beir/scifact/test")
     parser.add_argument("--measures", nargs="+", default=["nDCG@10", "R@100", "RR@10"])
     parser.add_argument("--depth", type=int, default=1000, help="documents per query that count (default 1000)")
@@ -41,15 +41,6 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _read(path: Path) -> Run:
-    if not path.is_file():
-        raise UserError(f"run file {str(path)!r} does not exist: give the path of a TREC run")
-    try:
-        return read_trec(path)
-    except ValueError:
-        raise UserError(f"{str(path)!r} is not a TREC run: each line must be 'qid Q0 docid rank score tag'") from None
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = _arguments(argv)
     try:
@@ -58,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             folder, _, split = location.partition(":")
             register_beir_folder(dataset_id, folder, split or None)
         irds.require(args.dataset, "qrels")
-        run = cut(_read(args.run), args.depth, args.ignore_identical_ids)
+        run = cut(read_run(RunFile(str(args.run)).path), args.depth, args.ignore_identical_ids)
         evaluation = evaluate(run, irds.qrels(args.dataset), args.measures)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -14,8 +14,20 @@ import ir_measures
 from retrieval_exp.data.irds import Qrels
 from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.run import Run, ranked, write_trec
+from retrieval_exp.settings import Positive
 
 RESULT_FILES = ("run.trec", "perquery.tsv", "metrics.json")  # what write_outputs writes
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The `eval` config node: measures, how deep each query's ranking is kept, identical-id handling, the cache of
+    an unchanged model's document vectors."""
+
+    measures: list[str]
+    depth: Positive = 1000
+    ignore_identical_ids: bool | None = None
+    embedding_cache: str | None = None
 
 
 def parse_measures(names: Sequence[str]) -> list[Any]:

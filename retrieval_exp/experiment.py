@@ -29,11 +29,10 @@ from retrieval_exp.agreement import teacher_agreement, write_table
 from retrieval_exp.benchmark import MEANS, evaluate_collection, means, retriever_for
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
-from retrieval_exp.errors import UserError
+from retrieval_exp.errors import user_error
 from retrieval_exp.evaluation import RESULT_FILES, read_metrics, write_metrics
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.prefetch import prefetch
-from retrieval_exp.settings import build
 from retrieval_exp.tracking.mlflow_run import (
     UNTRACKED,
     TrackedRun,
@@ -41,6 +40,7 @@ from retrieval_exp.tracking.mlflow_run import (
     flatten,
     git_commit,
     open_experiment,
+    require_store,
     system_metrics,
 )
 from retrieval_exp.tracking.references import resolve_references
@@ -49,7 +49,7 @@ from retrieval_exp.tracking.slurm import slurm_tags
 from retrieval_exp.tracking.sweep import current_sweep
 from retrieval_exp.training import distributed
 from retrieval_exp.training.distributed import Ranks
-from retrieval_exp.training.loop import TrainerSettings, train
+from retrieval_exp.training.loop import train
 from retrieval_exp.training.preemption import Preempted, Terminated, terminate_raises
 from retrieval_exp.validation import Plan, require_complete, validate
 
@@ -70,7 +70,7 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
         print(f"stopped: {stop}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as err:
-        bad_input = _user_error(err)
+        bad_input = user_error(err)
         if bad_input:
             print(f"error: {bad_input}", file=sys.stderr)
             if not in_sweep:
@@ -82,13 +82,6 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
     return None
 
 
-def _user_error(err: BaseException | None) -> UserError | None:
-    """The UserError behind `err`, also when Hydra's instantiate wrapped one raised by a `_target_`."""
-    while err is not None and not isinstance(err, UserError):
-        err = err.__cause__
-    return err
-
-
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment and return its aggregate measures. A run that already finished in this directory (the
     same config) is not run again: its measures are returned."""
@@ -98,12 +91,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return finished
     if cfg.get("prefetch") and not os.environ.get("HF_HUB_OFFLINE"):
         prefetch(cfg)
-    register_all(cfg.data.get("register"))
-    require_complete(cfg)
-    sources = resolve_references(cfg, cfg.tracking.uri, Path(cfg.paths.cache))
-    plan = validate(cfg)
+    plan, sources = check(cfg)
     ranks = distributed.start(cfg.hardware.device)
-    hardware: Hardware = instantiate(cfg.hardware)
+    hardware = plan.hardware
     seed_everything(cfg.seed)
     if not ranks.is_main:  # another process of a data-parallel job: it trains, rank 0 records and evaluates
         model = instantiate(cfg.model).to(hardware.torch_device)
@@ -117,6 +107,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
             metrics = _execute(cfg, plan, hardware, out_dir, tracked, ranks)
         _print_summary(cfg, plan, metrics, out_dir, tracked, time.perf_counter() - started)
     return metrics
+
+
+def check(cfg: DictConfig) -> tuple[Plan, dict[str, str]]:
+    """Everything a run checks before it writes anything: the plan, and the MLflow runs the config refers to (by
+    config key). Bad input is a UserError."""
+    register_all(cfg.data.get("register"))
+    require_complete(cfg)
+    require_store(cfg.tracking.uri)
+    sources = resolve_references(cfg, cfg.tracking.uri, Path(cfg.paths.cache))
+    return validate(cfg), sources
 
 
 def _finished(out_dir: Path) -> dict[str, float] | None:
@@ -136,7 +136,7 @@ def _execute(
     cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun, ranks: Ranks
 ) -> dict[str, float]:
     model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
-    build_retriever = instantiate(cfg.retriever, _partial_=True)  # before training: a bad retriever fails first
+    build_retriever = plan.build_retriever
     if plan.trains and "cache_dir" in cfg.retriever:
         build_retriever = partial(build_retriever, cache_dir=None)  # a trained model's vectors would serve once
     if plan.trains:
@@ -183,11 +183,11 @@ def _train(
     validator = instantiate(cfg.validation) if cfg.get("validation") else None
     result = train(
         model,
-        instantiate(cfg.loss),
+        plan.loss,
         samples,
         instantiate(cfg.optim),
         instantiate(cfg.scheduler),
-        build(TrainerSettings, cfg.trainer, "trainer"),
+        plan.trainer,
         hardware,
         out_dir / "checkpoints",
         tracked.log_metrics,

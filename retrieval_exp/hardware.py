@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from retrieval_exp.errors import UserError
+from retrieval_exp.settings import AtLeast, Positive
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -21,9 +23,9 @@ class Hardware:
 
     device: str = "cpu"
     precision: str = "fp32"
-    threads: int | None = None
-    dataloader_workers: int = 0
-    encode_batch_size: int = 64
+    threads: Positive | None = None
+    dataloader_workers: Annotated[int, AtLeast(0)] = 0
+    encode_batch_size: Positive = 64
     compile_inference: bool = False
 
     def __post_init__(self) -> None:

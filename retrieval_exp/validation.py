@@ -1,68 +1,87 @@
 """Start-up checks on the composed config: every impossible combination fails here with one line, before any
-model or corpus is loaded."""
+model or corpus is loaded and before the MLflow store is touched.
+
+Validation is by construction: every configured object that is cheap to build (hardware, retriever and its first
+stage, loss, optimiser, scheduler, selection rule, run-file readers) is built here, each value checked against its
+declaration first (retrieval_exp.settings), so each rule lives once, in the constructor or annotation that owns it.
+The built objects travel in the Plan, and the recipe uses them instead of building them again.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from retrieval_exp.batches import BatchShape
 from retrieval_exp.benchmark import Collection, prepare
 from retrieval_exp.data import irds
-from retrieval_exp.data.negatives import NegativeFilter
-from retrieval_exp.data.ranked_lists import refuse_filters
-from retrieval_exp.errors import UserError
-from retrieval_exp.evaluation import parse_measures
-from retrieval_exp.losses.weighted import WeightedSum, combined
+from retrieval_exp.errors import UserError, user_error
+from retrieval_exp.evaluation import EvalSettings, parse_measures
+from retrieval_exp.hardware import Hardware
+from retrieval_exp.losses.base import Loss
 from retrieval_exp.models.hub import require_available, require_dropout
-from retrieval_exp.settings import build
+from retrieval_exp.settings import build, check_arguments
 from retrieval_exp.training.grad_cache import ChunkableModel
 from retrieval_exp.training.loop import TrainerSettings
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What the run will do, derived from the config."""
+    """What the run will do, derived from the config, with the objects validation built for it."""
 
     trains: bool
     needs_model: bool
     method: str
     collections: tuple[Collection, ...]
-    needs_teacher: bool = False
+    hardware: Hardware
+    build_retriever: Callable[..., Any]  # the retriever, its first stage built, waiting for the encoder
+    loss: Loss | None = None
+    trainer: TrainerSettings | None = None
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.loss is not None and self.loss.needs_teacher
 
 
 def target_class(node: DictConfig | None, key: str) -> Any:
     """The class (or function) a config node's `_target_` names, imported but not called."""
     if node is None or "_target_" not in node:
         raise UserError(f"config has no {key}._target_: choose a {key} config group option")
+    hydra_log = logging.getLogger("hydra.utils")  # which logs a failed import: this line replaces its traceback
+    quiet, hydra_log.disabled = hydra_log.disabled, True
     try:
         return get_object(node._target_)
     except Exception:
         raise UserError(f"{key}._target_={node._target_!r} cannot be imported: check the dotted path") from None
+    finally:
+        hydra_log.disabled = quiet
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    """What a loss config asks of the data and the model (for a WeightedSum, of all its parts together)."""
-
-    name: str
-    batch_shape: BatchShape
-    model_kinds: tuple[str, ...]
-    needs_teacher: bool
+def check_node(node: DictConfig, key: str) -> None:
+    """Every `_target_` in `node` (itself and the nodes nested in it) imports, and its values match its declaration."""
+    for prefix, inner in config_nodes(node):
+        if "_target_" in inner:
+            where = f"{key}.{prefix}".rstrip(".")
+            check_arguments(target_class(inner, where), inner, where)
 
 
-def loss_spec(node: DictConfig | None) -> LossSpec:
-    loss = target_class(node, "loss")
-    if loss is not WeightedSum:
-        return LossSpec(loss.name, loss.batch_shape, loss.model_kinds, loss.needs_teacher)
-    parts = {name: target_class(part, f"loss.parts.{name}") for name, part in (node.get("parts") or {}).items()}
-    return LossSpec("+".join(parts), *combined(parts))
+def construct(node: DictConfig, key: str, **options: Any) -> Any:
+    """The object `node` configures (`key` is its config key), checked first; a constructor's refusal is one line."""
+    check_node(node, key)
+    try:
+        return instantiate(node, **options)
+    except InstantiationException as err:
+        refusal = user_error(err)
+        if refusal is not None:
+            raise refusal from None
+        raise UserError(f"{key} ({node._target_}) cannot be built: {err.__cause__ or err}") from None
 
 
 def config_nodes(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -86,27 +105,33 @@ def require_complete(cfg: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig) -> Plan:
-    """Check the config; the returned plan says what the recipe has to build."""
+    """Check the config and build what is cheap to build; the returned plan says what the recipe has to do."""
+    build(EvalSettings, cfg.eval, "eval")
     parse_measures(cfg.eval.measures)
+    hardware = construct(cfg.hardware, "hardware")
     retriever = target_class(cfg.retriever, "retriever")
     trains = bool(cfg.train)
     needs_model = trains or retriever.needs_encoder
     if needs_model and cfg.get("model") is None:
         why = "training" if trains else f"retriever={retriever.name}"
         raise UserError(f"{why} needs a model, but model is null: choose one, e.g. model=minilm")
-    method = cfg.get("method") or retriever.name
+    model = None
     if needs_model:
         model = target_class(cfg.model, "model")
+        check_node(cfg.model, "model")
         require_available(cfg.model.name_or_path)
         require_dropout(cfg.model.get("dropout"))
         if cfg.model.get("lm"):  # a Revela model's language model
             require_available(cfg.model.lm)
         if retriever.needs_encoder:
             _require_kind(model.kind, retriever.model_kinds, f"retriever={retriever.name} ranks with")
-    plan = Plan(trains, needs_model, method, tuple(prepare(cfg, needs_model, retriever)))
+    collections = tuple(prepare(cfg, needs_model, retriever))
+    build_retriever = construct(cfg.retriever, "retriever", _partial_=True)  # its first stage (a run file) is read
+    build_retriever(**({"encoder": None, "hardware": hardware} if retriever.needs_encoder else {}))  # its own rules
+    plan = Plan(trains, needs_model, cfg.get("method") or retriever.name, collections, hardware, build_retriever)
     if trains:
-        loss = _check_training(cfg, model)
-        plan = Plan(trains, needs_model, cfg.get("method") or loss.name, plan.collections, loss.needs_teacher)
+        loss, trainer = _check_training(cfg, model)
+        plan = replace(plan, method=cfg.get("method") or loss.name, loss=loss, trainer=trainer)
     if cfg.get("agreement") and not plan.needs_teacher:
         raise UserError(
             "agreement compares a trained student with its teacher's scores: train with a loss that distils a "
@@ -123,10 +148,13 @@ def _require_kind(kind: str, kinds: tuple[str, ...], what: str) -> None:
         )
 
 
-def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
-    """Loss, model, sampler, optimiser, validation and teacher agree; returns what the loss needs."""
-    loss = loss_spec(cfg.get("loss"))
-    sampler = target_class(cfg.data.get("train"), "data.train")
+def _check_training(cfg: DictConfig, model: Any) -> tuple[Loss, TrainerSettings]:
+    """Loss, model, sampler, optimiser, scheduler, validation and teacher agree; returns the loss and the trainer
+    settings, built."""
+    settings = build(TrainerSettings, cfg.trainer, "trainer")  # first: data.train's settings interpolate them
+    loss: Loss = construct(cfg.loss, "loss")
+    train = cfg.data.get("train")
+    sampler = target_class(train, "data.train")
     _require_kind(model.kind, loss.model_kinds, f"loss {loss.name!r} trains")
     if sampler.batch_shape != loss.batch_shape:
         raise UserError(
@@ -134,29 +162,18 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
             f"makes {sampler.batch_shape.value}: pick data that provides them"
         )
     if sampler.requires:
-        irds.require(cfg.data.train.dataset, *sampler.requires)
-    if cfg.data.train.get("selection"):
-        target_class(cfg.data.train.selection, "data.train.selection")
-        try:
-            instantiate(cfg.data.train.selection)  # a rule is a few numbers: bad ones fail here, not mid-run
-        except InstantiationException as err:
-            raise UserError(f"data.train.selection: {err.__cause__}") from None
-    train = cfg.data.train
-    filters = [train.get(key) for key in ("negatives_from", "max_relative_score", "rescorer")]
-    if any(value is not None for value in filters):
-        if "sampling_strategy" in train:
-            refuse_filters(train.sampling_strategy, *filters)
-        NegativeFilter(train.depth, *filters)
-    settings = build(TrainerSettings, cfg.trainer, "trainer")
+        irds.require(train.dataset, *sampler.requires)
+    for part in ("selection", "first_stage"):  # a selection rule, a stored ranking: cheap, and their files read
+        if train.get(part) is not None:
+            construct(train[part], f"data.train.{part}")
+    rescorer = train.get("rescorer")  # a model: only its class now, its weights load when training starts
+    construct(train, "data.train", **({} if rescorer is None else {"rescorer": instantiate(rescorer, _partial_=True)}))
     if settings.cache_chunk is not None and not issubclass(model, ChunkableModel):
         raise UserError(
             f"trainer.cache_chunk caches the embeddings of bi-encoders, but the model is a {model.kind}: "
             "set trainer.cache_chunk=null"
         )
-    optimizer = target_class(cfg.optim, "optim")
-    requirement = getattr(optimizer, "requires", None)  # (package, message when it is missing)
-    if requirement and importlib.util.find_spec(requirement[0]) is None:
-        raise UserError(requirement[1])
+    _check_optimiser(cfg)
     if settings.loss_patience is not None and cfg.get("validation"):
         raise UserError("trainer.loss_patience and validation both stop early: keep one (e.g. validation=null)")
     if cfg.get("validation"):
@@ -166,4 +183,18 @@ def _check_training(cfg: DictConfig, model: Any) -> LossSpec:
         if cfg.get("teacher") is None:
             raise UserError(f"loss {loss.name!r} distils a teacher's scores: choose one, e.g. model@teacher=mpnet")
         require_available(cfg.teacher.name_or_path)
-    return loss
+    return loss, settings
+
+
+def _check_optimiser(cfg: DictConfig) -> None:
+    """The optimiser and the schedule, built on one probe parameter: torch's own checks (a negative lr, betas out
+    of range) run now, not at the first step."""
+    requirement = getattr(target_class(cfg.optim, "optim"), "requires", None)  # (package, message when missing)
+    if requirement and importlib.util.find_spec(requirement[0]) is None:
+        raise UserError(requirement[1])
+    optimizer = construct(cfg.optim, "optim")
+    try:
+        probe = optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise UserError(f"optim ({cfg.optim._target_}) refuses its settings: {err}") from None
+    construct(cfg.scheduler, "scheduler")(optimizer=probe, total_steps=1)

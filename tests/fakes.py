@@ -18,6 +18,9 @@ class CrossEncoderOnlyLoss(Loss):
     batch_shape = BatchShape.TRIPLES
     model_kinds = ("cross_encoder",)
 
+    def __init__(self, **preset: Any) -> None:  # takes the settings of the preset loss it stands in for
+        self.preset = preset
+
     def compute_loss(self, output: Any, batch: Any) -> torch.Tensor:
         raise AssertionError("never trained: the config check must stop it first")
 

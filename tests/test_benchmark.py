@@ -87,7 +87,7 @@ def test_benchmark_first_stage_picks_another_shipped_run(tmp_path: Path) -> None
     ("overrides", "message"),
     [
         (["benchmark.collections.pool.folder=/nowhere"], "collection 'pool': folder '/nowhere' does not exist"),
-        (["benchmark.first_stage=missing"], "collection 'pool': pool run"),
+        (["benchmark.first_stage=missing"], "collection 'pool': run file"),
         (["experiment=bm25"], "collection 'pool': the corpus is a pool of first-stage candidates"),
         (["retriever=rerank_run", "retriever.first_stage.path=x.run"], "first stage is one stored run"),
         (["+benchmark.collections.bad={test: nope/test}"], "collection 'bad': unknown dataset id 'nope/test'"),

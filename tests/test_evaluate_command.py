@@ -44,8 +44,8 @@ def test_external_run_gets_the_suites_measures_files_and_mlflow_run(tmp_path: Pa
 @pytest.mark.parametrize(
     ("make_run", "dataset", "message"),
     [
-        (None, "tiny/test", "does not exist: give the path of a TREC run"),
-        ("q1 Q0 d1\n", "tiny/test", "is not a TREC run: each line must be 'qid Q0 docid rank score tag'"),
+        (None, "tiny/test", "does not exist: give the path of a run file"),
+        ("q1 Q0 d1\n", "tiny/test", "line 1, is not a TREC run line 'qid Q0 docid rank score tag'"),
         ("q1 Q0 d1 1 0.5 x\n", "no/such/dataset", "unknown dataset id 'no/such/dataset'"),
     ],
 )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_DATA, launch
+from tests.conftest import launch
 
 CONTRACT = ("config.yaml", "metrics.json", "run.trec", "perquery.tsv")
 
@@ -95,6 +95,9 @@ def test_bm25_preset_on_the_tiny_collection(tmp_path: Path) -> None:
         (["loss._target_=tests.fakes.CrossEncoderOnlyLoss"], "trains cross_encoder models"),
         (["trainer.batch_size=-4"], "trainer.batch_size=-4 is out of range: it must be >= 1"),  # once trained silently
         (["trainer.batch_size=0"], "trainer.batch_size=0 is out of range: it must be >= 1"),  # once ZeroDivisionError
+        (["optim.lr=abc"], "optim.lr='abc' is not a number"),  # once torch's TypeError at the first step
+        (["retriever=rerank_run", "retriever.first_stage.path=gone.run"], "'gone.run' does not exist"),  # once late
+        (["tracking.uri=mongo://host/db"], "tracking.uri='mongo://host/db' is not an MLflow store"),
         pytest.param(
             ["hardware=gpu"],
             "no CUDA device is visible: use hardware=cpu",
@@ -118,9 +121,9 @@ def test_model_missing_from_the_offline_cache_is_one_line(tmp_path: Path) -> Non
 
 
 def test_a_run_that_breaks_is_failed_in_mlflow_and_leaves_no_metrics(tmp_path: Path, tiny_bert: Path) -> None:
-    broken = tmp_path / "broken_model"
+    broken = tmp_path / "broken_model"  # complete at start-up, truncated weights when the model is loaded
     shutil.copytree(tiny_bert, broken)
-    (broken / "model.safetensors").unlink()
+    (broken / "model.safetensors").write_bytes(b"truncated")
     done = launch(tmp_path, f"model.name_or_path={broken}")
     assert done.returncode != 0
     [run] = runs(tmp_path)
@@ -140,13 +143,11 @@ def test_a_failing_job_fails_the_sweep_but_not_its_siblings(tmp_path: Path) -> N
 
 
 def test_rerun_in_the_same_directory_resumes_training_and_its_mlflow_run(tmp_path: Path) -> None:
-    broken = tmp_path / "broken_collection"
-    shutil.copytree(TINY_DATA, broken)
-    with (broken / "corpus.jsonl").open("a") as corpus:
-        corpus.write("this line is not json\n")
+    broken = tmp_path / "broken.run"  # its first 100 lines pass the start-up check; line 101 fails when it is read
+    broken.write_text("elsewhere Q0 d1 1 1.0 x\n" * 100 + "this line is not a run line\n")
     steps = ["trainer.max_steps=3", "trainer.checkpoint_every=1"]
-    first = launch(tmp_path, *steps, f"+data.register.broken={{folder:{broken},split:test}}", "data.test=broken")
-    assert first.returncode != 0  # trained, then failed reading the test corpus
+    first = launch(tmp_path, *steps, "retriever=rerank_run", f"retriever.first_stage.path={broken}")
+    assert first.returncode == 2 and "line 101, is not a TREC run line" in first.stderr  # trained, then failed
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
     assert not (tmp_path / "run" / "metrics.json").exists()
     [failed] = runs(tmp_path)

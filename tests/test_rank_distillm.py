@@ -177,7 +177,9 @@ def test_bad_references_fail_with_one_line(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].startswith("error: data.train.first_stage.path, init must be set")
 
-    failed = launch(tmp_path, "trainer.max_steps=1", "eval.measures=[nDCG@10]", "retriever.backend=annoy")
+    broken = tmp_path / "broken.run"  # passes the start-up check (its first 100 lines), fails once it is read whole
+    broken.write_text("elsewhere Q0 d1 1 1.0 x\n" * 100 + "not a run line\n")
+    failed = launch(tmp_path, "trainer.max_steps=1", "retriever=rerank_run", f"retriever.first_stage.path={broken}")
     assert failed.returncode == 2
     [failed_run] = runs(tmp_path)
     assert failed_run.info.status == "FAILED"

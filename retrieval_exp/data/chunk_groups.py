@@ -22,6 +22,7 @@ from retrieval_exp.data.irds import Corpus
 from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.bm25 import BM25
 from retrieval_exp.retrieval.run import ranked
+from retrieval_exp.settings import Positive
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ChunkGroups:
     batch_shape = BatchShape.CHUNK_GROUPS
     requires: tuple[str, ...] = ()
 
-    def __init__(self, path: str, group_size: int = 16, seed: int = 42) -> None:
+    def __init__(self, path: str, group_size: Positive = 16, seed: int = 42) -> None:
         self.path, self.group_size, self.seed = Path(path).expanduser(), group_size, seed
         self._groups: list[tuple[str, ...]] | None = None
 
@@ -93,9 +94,9 @@ class CorpusChunkGroups(ChunkGroups):
         tokenizer: str,
         bm25: BM25,
         cache: str,
-        chunk_tokens: int = 157,
-        group_size: int = 16,
-        groups: int = 1000,
+        chunk_tokens: Positive = 157,
+        group_size: Positive = 16,
+        groups: Positive = 1000,
         seed: int = 42,
     ) -> None:
         settings = [dataset, tokenizer, chunk_tokens, group_size, groups, seed, bm25.k1, bm25.b]

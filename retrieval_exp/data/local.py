@@ -9,6 +9,7 @@ loading code as any ir_datasets id.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
@@ -20,6 +21,7 @@ from ir_datasets.formats import GenericQuery, TrecScoredDocs, TsvDocPairs
 
 from retrieval_exp.data.qrecc import register_qrecc
 from retrieval_exp.errors import UserError
+from retrieval_exp.retrieval.run import check_run
 
 
 class _File:
@@ -67,14 +69,15 @@ class _SplitQueries(BeirQueries):
 
 
 def _judged(qrels: Path) -> set[str]:
-    """The query ids of a BEIR qrels file (its header line skipped)."""
-    with qrels.open() as rows:
-        return {line.split("\t", 1)[0] for line in list(rows)[1:] if line.strip()}
+    """The query ids of a BEIR qrels file."""
+    return {query_id for _, (query_id, _) in _judgments(qrels)}
 
 
-def register_beir_folder(dataset_id: str, folder: str | Path, split: str | None = None) -> None:
+def register_beir_folder(dataset_id: str, folder: str | Path, split: str | None = None, pool: bool = False) -> None:
     """Register `folder` under `dataset_id`; with `split`, only that split's queries and its qrels/<split>.tsv.
-    Idempotent per process."""
+    `pool`: the corpus is a pool of first-stage candidates, whose qrels also judge documents outside it (TREC DL's
+    top-100 pools). Every file is checked first (one line for a malformed line, or for qrels that judge a query or
+    document the folder lacks). Idempotent per process."""
     root = Path(folder).expanduser().resolve()
     files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl"}
     if split:
@@ -84,23 +87,65 @@ def register_beir_folder(dataset_id: str, folder: str | Path, split: str | None 
         raise UserError(f"cannot register {dataset_id!r}: missing {', '.join(missing)} (a BEIR folder is expected)")
     if dataset_id in ir_datasets.registry._registered:
         return
+    _check_judgments(files, pool)
     parts: list[object] = [_LocalBeirDocs(files["corpus"])]
     if split:
         parts += [_SplitQueries(files["queries"], files["qrels"]), BeirQrels(_File(files["qrels"]), {})]
     else:
         parts.append(BeirQueries(str(root), _File(files["queries"]), GenericQuery))
     if split and (root / "scoreddocs" / f"{split}.run").is_file():
+        check_run(root / "scoreddocs" / f"{split}.run")
         parts.append(TrecScoredDocs(_File(root / "scoreddocs" / f"{split}.run")))
     if (root / "docpairs.tsv").is_file():
         parts.append(TsvDocPairs(_File(root / "docpairs.tsv")))
     ir_datasets.registry.register(dataset_id, Dataset(*parts))
 
 
+def _check_judgments(files: Mapping[str, Path], pool: bool) -> None:
+    """Corpus and queries are JSON lines with an _id; each qrels line judges a query and (unless the corpus is a
+    pool) a document of the folder: a judgment of a missing document would count as a miss in every run."""
+    doc_ids, query_ids = _ids(files["corpus"]), _ids(files["queries"])
+    if "qrels" not in files:
+        return
+    for number, (query_id, doc_id) in _judgments(files["qrels"]):
+        unknown = "query" if query_id not in query_ids else "document" if doc_id not in doc_ids and not pool else ""
+        if unknown:
+            name = "queries.jsonl" if unknown == "query" else "corpus.jsonl"
+            raise UserError(
+                f"{files['qrels']}:{number} judges {unknown} {query_id if unknown == 'query' else doc_id!r}, which "
+                f"{name} does not have: fix the ids (a pool of candidates is registered with pool: true)"
+            )
+
+
+def _ids(path: Path) -> set[str]:
+    ids = set()
+    with path.open() as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    ids.add(str(json.loads(line)["_id"]))
+                except (ValueError, KeyError, TypeError) as err:
+                    raise UserError(f"{path}:{number} is not a JSON object with an _id ({err}): fix the line") from None
+    return ids
+
+
+def _judgments(qrels: Path) -> Iterator[tuple[int, tuple[str, str]]]:
+    """(line number, (query id, doc id)) of a BEIR qrels file (its header line skipped), each line checked."""
+    with qrels.open() as rows:
+        for number, line in enumerate(rows, 1):
+            fields = line.rstrip("\n").split("\t")
+            if number == 1 or not line.strip():
+                continue
+            if len(fields) < 3 or not fields[2].strip().lstrip("-").isdigit():
+                raise UserError(f"{qrels}:{number} is not 'query-id<TAB>corpus-id<TAB>score' (score an integer)")
+            yield number, (fields[0], fields[1])
+
+
 def register_all(entries: Mapping[str, Mapping[str, str]] | None) -> None:
     """Register every entry of a data config's `register` block: `id: {folder, split}` for a BEIR folder,
-    `id: {qrecc: file}` for a QReCC JSON file."""
+    `id: {qrecc: file}` for a QReCC JSON file; `pool: true` marks a folder whose corpus is a pool of candidates."""
     for dataset_id, entry in (entries or {}).items():
         if "qrecc" in entry:
             register_qrecc(dataset_id, entry["qrecc"])
         else:
-            register_beir_folder(dataset_id, entry["folder"], entry.get("split"))
+            register_beir_folder(dataset_id, entry["folder"], entry.get("split"), entry.get("pool", False))

@@ -29,6 +29,7 @@ from retrieval_exp.data import irds
 from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.errors import UserError
 from retrieval_exp.retrieval.run import ranked
+from retrieval_exp.settings import Positive
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("single_relevant", "top", "random")
@@ -69,7 +70,7 @@ class RankedLists:
         self,
         dataset: str,
         first_stage: Any,
-        depth: int = 100,
+        depth: Positive = 100,
         sample_size: int = 8,
         sampling_strategy: str = "single_relevant",
         targets: str = "relevance",

@@ -9,6 +9,9 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
+
+from retrieval_exp.settings import AtLeast, AtMost
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,7 @@ class TopPercentile:
     `scores >= numpy.percentile(scores, p)` (the authors' rule) for p = 80; for other p the two can differ by the one
     pair that sits on numpy's interpolated threshold. percentile 0 keeps everything."""
 
-    def __init__(self, percentile: float = 80.0) -> None:
-        if not 0 <= percentile < 100:
-            raise ValueError(f"percentile must be in [0, 100), got {percentile}")
+    def __init__(self, percentile: Annotated[float, AtLeast(0), AtMost(100, exclusive=True)] = 80.0) -> None:
         self.percentile = percentile
 
     def keep(self, scores: Sequence[float]) -> Kept:

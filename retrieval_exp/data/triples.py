@@ -15,6 +15,7 @@ from retrieval_exp.data import irds
 from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
+from retrieval_exp.settings import Positive
 
 log = logging.getLogger(__name__)
 Example = tuple[str, str, list[str]]  # query id, positive doc id, the doc ids its negatives are drawn from
@@ -155,8 +156,8 @@ class MinedTriples(TripleSampler):
         self,
         dataset: str,
         miner: Any,
-        negatives: int = 1,
-        depth: int = 50,
+        negatives: Positive = 1,
+        depth: Positive = 50,
         min_relevance: int = 1,
         seed: int = 0,
         unique_queries: bool = False,
@@ -215,8 +216,8 @@ class DocpairTriples(TripleSampler):
     def __init__(
         self,
         dataset: str,
-        group_size: int = 128,
-        max_queries: int | None = None,
+        group_size: Positive = 128,
+        max_queries: Positive | None = None,
         seed: int = 0,
         unique_queries: bool = False,
         batch_size: int = 0,

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from retrieval_exp.batches import BatchShape
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
+from retrieval_exp.settings import PositiveFloat
 
 
 class InfoNCE(Loss):
@@ -25,7 +26,9 @@ class InfoNCE(Loss):
     batch_shape = BatchShape.TRIPLES
     model_kinds = ("bi_encoder",)
 
-    def __init__(self, temperature: float = 0.05, in_batch: bool = True, mask_false_negatives: bool = True) -> None:
+    def __init__(
+        self, temperature: PositiveFloat = 0.05, in_batch: bool = True, mask_false_negatives: bool = True
+    ) -> None:
         self.temperature, self.in_batch, self.mask_false_negatives = temperature, in_batch, mask_false_negatives
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:

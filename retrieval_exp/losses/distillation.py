@@ -12,6 +12,7 @@ from retrieval_exp.batches import BatchShape
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
+from retrieval_exp.settings import NonNegativeFloat, PositiveFloat
 
 
 def student_scores(output: TripleEmbeddings) -> torch.Tensor:
@@ -44,7 +45,7 @@ class KLDistill(Loss):
     model_kinds = ("bi_encoder",)
     needs_teacher = True
 
-    def __init__(self, temperature: float = 0.05, teacher_temperature: float = 0.05) -> None:
+    def __init__(self, temperature: PositiveFloat = 0.05, teacher_temperature: PositiveFloat = 0.05) -> None:
         self.temperature, self.teacher_temperature = temperature, teacher_temperature
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
@@ -64,7 +65,9 @@ class HybridKD(Loss):
     model_kinds = ("bi_encoder",)
     needs_teacher = True
 
-    def __init__(self, temperature: float = 0.1, weight: float = 0.1, mask_false_negatives: bool = True) -> None:
+    def __init__(
+        self, temperature: PositiveFloat = 0.1, weight: NonNegativeFloat = 0.1, mask_false_negatives: bool = True
+    ) -> None:
         self.contrastive, self.weight = InfoNCE(temperature, True, mask_false_negatives), weight
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:

@@ -8,6 +8,7 @@ from retrieval_exp.batches import BatchShape
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.models.revela import ChunkGroupBatch, ChunkGroupOutput
+from retrieval_exp.settings import Positive, PositiveFloat
 
 
 class RevelaLoss(Loss):
@@ -26,7 +27,11 @@ class RevelaLoss(Loss):
     model_kinds = ("revela",)
 
     def __init__(
-        self, temperature: float = 1e-4, candidates: int | None = None, v_norm: bool = True, dual_loss: bool = False
+        self,
+        temperature: PositiveFloat = 1e-4,
+        candidates: Positive | None = None,
+        v_norm: bool = True,
+        dual_loss: bool = False,
     ) -> None:
         self.temperature, self.candidates, self.v_norm, self.dual_loss = temperature, candidates, v_norm, dual_loss
 
@@ -54,7 +59,9 @@ class ReplugLoss(Loss):
     batch_shape = BatchShape.CHUNK_GROUPS
     model_kinds = ("revela",)
 
-    def __init__(self, candidates: int = 4, temperature: float = 0.1, lm_temperature: float = 1.0) -> None:
+    def __init__(
+        self, candidates: Positive = 4, temperature: PositiveFloat = 0.1, lm_temperature: PositiveFloat = 1.0
+    ) -> None:
         self.candidates = candidates
         self.temperature, self.lm_temperature = temperature, lm_temperature
 

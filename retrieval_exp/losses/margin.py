@@ -29,6 +29,7 @@ from retrieval_exp.batches import BatchShape
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
+from retrieval_exp.settings import NonNegativeFloat
 
 ERROR_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "l2": torch.square,
@@ -96,7 +97,7 @@ class StaticMargin(MarginLoss):
 
     def __init__(
         self,
-        margin: float = 0.3,
+        margin: NonNegativeFloat = 0.3,
         in_batch: bool = False,
         error_fn: str = "l2",
         mask_false_negatives: bool = True,

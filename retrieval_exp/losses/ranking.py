@@ -13,6 +13,7 @@ from retrieval_exp.batches import BatchShape
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.models.cross_encoder import ListBatch, ListScores
+from retrieval_exp.settings import PositiveFloat
 
 DISCOUNTS = ("log2", "reciprocal", "none")
 
@@ -43,7 +44,7 @@ class ListwiseInfoNCE(RankedListLoss):
 
     name = "listwise_infonce"
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: PositiveFloat = 1.0) -> None:
         self.temperature = temperature
 
     def compute_loss(self, output: ListScores, batch: ListBatch) -> torch.Tensor:
@@ -56,7 +57,7 @@ class RankNet(RankedListLoss):
 
     name = "ranknet"
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: PositiveFloat = 1.0) -> None:
         self.temperature = temperature
 
     def compute_loss(self, output: ListScores, batch: ListBatch) -> torch.Tensor:
@@ -71,7 +72,7 @@ class ApproxRankMSE(RankedListLoss):
 
     name = "adr_mse"
 
-    def __init__(self, temperature: float = 1.0, discount: str = "log2") -> None:
+    def __init__(self, temperature: PositiveFloat = 1.0, discount: str = "log2") -> None:
         if discount not in DISCOUNTS:
             raise UserError(f"loss.discount={discount!r} is not one of {', '.join(DISCOUNTS)}")
         self.temperature, self.discount = temperature, discount

@@ -41,20 +41,47 @@ def load_encoder(name_or_path: str, dropout: float | None = None) -> PreTrainedM
     return model
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def require_available(name_or_path: str) -> None:
-    """A local folder must hold config.json; offline, a hub id must already be in the cache."""
+    """A local folder must hold a config.json naming its model type, and weights; offline, a hub id's config and
+    weights must already be in the cache."""
     local = Path(name_or_path).expanduser()
     if local.is_dir():
-        if not (local / "config.json").is_file():
+        _require_config(local / "config.json")
+        if not any((local / name).is_file() for name in WEIGHT_FILES):
             raise UserError(
-                f"model folder {str(local)!r} has no config.json: point model.name_or_path at a saved model"
+                f"model folder {str(local)!r} has no weights (none of {', '.join(WEIGHT_FILES)}): save the model "
+                "with save_pretrained, or point model.name_or_path at a complete folder"
             )
         return
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+    if not constants.HF_HUB_OFFLINE:
+        return
+    cached = [try_to_load_from_cache(name_or_path, name) for name in ("config.json", *WEIGHT_FILES)]
+    if not isinstance(cached[0], str) or not any(isinstance(path, str) for path in cached[1:]):
         raise UserError(
             f"model {name_or_path!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1: "
             "fill the cache (README, 'Offline use') or give a local model folder"
         )
+
+
+def _require_config(path: Path) -> None:
+    """A Hugging Face config.json that says which architecture to build."""
+    where = f"model folder {str(path.parent)!r}"
+    if not path.is_file():
+        raise UserError(f"{where} has no config.json: point model.name_or_path at a saved model")
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (ValueError, AttributeError) as err:
+        raise UserError(f"{where} has a config.json that is not a JSON object ({err}): save the model again") from None
+    if not model_type:
+        raise UserError(f"{where} has a config.json without model_type: save the model with save_pretrained")
 
 
 def require_kind(name_or_path: str, kind: str) -> None:

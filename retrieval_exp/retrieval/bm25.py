@@ -9,12 +9,14 @@ import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
+from typing import Annotated
 
 from tqdm.auto import tqdm
 
 from retrieval_exp.data.irds import Corpus
 from retrieval_exp.retrieval import jvm
 from retrieval_exp.retrieval.run import Run
+from retrieval_exp.settings import AtLeast, AtMost, NonNegativeFloat, Positive
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # pyserini imports faiss; its probing is noise
 
@@ -33,7 +35,13 @@ class BM25:
     name = "bm25"
     needs_encoder = False
 
-    def __init__(self, k1: float = 0.9, b: float = 0.4, threads: int = 2, index_root: str | None = None) -> None:
+    def __init__(
+        self,
+        k1: NonNegativeFloat = 0.9,
+        b: Annotated[float, AtLeast(0), AtMost(1)] = 0.4,
+        threads: Positive = 2,
+        index_root: str | None = None,
+    ) -> None:
         self.k1, self.b, self.threads = k1, b, threads
         self.index_root = Path(index_root).expanduser() if index_root else default_index_root()
 

@@ -9,6 +9,7 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.retrieval.embedding_cache import Embedder, embed_cached
 from retrieval_exp.retrieval.run import Run
+from retrieval_exp.settings import Positive
 
 BACKENDS = ("torch", "faiss")
 
@@ -53,7 +54,7 @@ class DenseRetriever:
         encoder: Embedder,
         hardware: Hardware,
         backend: str = "torch",
-        chunk_size: int = 65_536,
+        chunk_size: Positive = 65_536,
         cache_dir: str | None = None,
     ) -> None:
         if backend not in BACKENDS:

@@ -12,6 +12,7 @@ from retrieval_exp.data.irds import Corpus, content_key
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.retrieval.embedding_cache import Embedder, embed_cached
 from retrieval_exp.retrieval.run import Run
+from retrieval_exp.settings import Positive
 
 
 def rerank(
@@ -59,7 +60,7 @@ class Reranker:
     model_kinds = ("cross_encoder", "bi_encoder")
 
     def __init__(
-        self, encoder: Any, hardware: Hardware, first_stage: Any, depth: int = 100, cache_dir: str | None = None
+        self, encoder: Any, hardware: Hardware, first_stage: Any, depth: Positive = 100, cache_dir: str | None = None
     ) -> None:
         self.model, self.hardware, self.first_stage, self.depth = encoder, hardware, first_stage, depth
         self.cache_dir = cache_dir

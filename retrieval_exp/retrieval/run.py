@@ -7,6 +7,7 @@ import gzip
 import logging
 import os
 import urllib.request
+from itertools import islice
 from pathlib import Path
 
 from retrieval_exp.data import irds
@@ -33,14 +34,48 @@ def write_trec(run: Run, path: Path, tag: str) -> None:
                 out.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
 
 
-def read_trec(path: Path) -> Run:
-    """Read a TREC run file (whitespace-separated, as Rank-DistiLLM's tab-separated .run files; .gz read as such)."""
+def read_trec(path: Path, limit: int | None = None) -> Run:
+    """Read a TREC run file (whitespace-separated, as Rank-DistiLLM's tab-separated .run files; .gz read as such),
+    its first `limit` lines when given. A line that is not `qid Q0 docid rank score [tag]`, or a file that does not
+    decompress, is one line naming the file and the line."""
     run: Run = {}
-    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as lines:
-        for line in lines:
-            query_id, _, doc_id, _, score, *_ = line.split()
-            run.setdefault(query_id, {})[doc_id] = float(score)
+    number = 0
+    try:
+        with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as lines:
+            for line in islice(lines, limit):
+                number += 1
+                fields = line.split()
+                if fields and len(fields) < 5:
+                    raise ValueError(f"{len(fields)} fields")
+                if fields:
+                    run.setdefault(fields[0], {})[fields[2]] = float(fields[4])
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise UserError(f"run file {str(path)!r} cannot be read ({err}): is it a TREC run, gzipped if .gz?") from None
+    except ValueError as err:
+        raise UserError(
+            f"run file {str(path)!r}, line {number}, is not a TREC run line 'qid Q0 docid rank score tag' ({err})"
+        ) from None
     return run
+
+
+def parquet_columns(path: Path) -> dict[str, str]:
+    """A parquet run's id columns, renamed to ours, from its schema alone; a file that is not a parquet run is one
+    line."""
+    import pyarrow.parquet
+
+    try:
+        columns = set(pyarrow.parquet.read_schema(path).names)
+    except (OSError, pyarrow.ArrowException) as err:
+        raise UserError(f"run file {str(path)!r} is not a readable parquet file ({err})") from None
+    names = {}
+    for ours, theirs in PARQUET_COLUMNS.items():
+        found = [name for name in theirs if name in columns]
+        if not found:
+            raise UserError(f"{path} has no {ours} column (one of {', '.join(theirs)}): it is not a run")
+        names[found[0]] = ours
+    if "score" not in columns and "rank" not in columns:
+        raise UserError(f"{path} has neither a score nor a rank column: it is not a run")
+    return names
 
 
 def read_parquet(path: Path) -> Run:
@@ -48,16 +83,8 @@ def read_parquet(path: Path) -> Run:
     only `rank` scores each document -rank."""
     import pandas as pd
 
-    table = pd.read_parquet(path)
-    names = {}
-    for ours, theirs in PARQUET_COLUMNS.items():
-        found = [name for name in theirs if name in table.columns]
-        if not found:
-            raise UserError(f"{path} has no {ours} column (one of {', '.join(theirs)}): it is not a run")
-        names[found[0]] = ours
-    if "score" not in table.columns and "rank" not in table.columns:
-        raise UserError(f"{path} has neither a score nor a rank column: it is not a run")
-    table = table.rename(columns=names)
+    names = parquet_columns(path)
+    table = pd.read_parquet(path).rename(columns=names)
     scores = table["score"] if "score" in table.columns else -table["rank"]
     run: Run = {}
     for query_id, doc_id, score in zip(table["query_id"].astype(str), table["doc_id"].astype(str), scores):
@@ -67,6 +94,15 @@ def read_parquet(path: Path) -> Run:
 
 def read_run(path: Path) -> Run:
     return read_parquet(path) if path.suffix == ".parquet" else read_trec(path)
+
+
+def check_run(path: Path) -> None:
+    """Read as much of a run file as tells it is one (a parquet schema, a TREC file's first lines), in
+    milliseconds: a wrong or corrupt file fails at start-up, not when the run is needed."""
+    if path.suffix == ".parquet":
+        parquet_columns(path)
+    else:
+        read_trec(path, limit=100)
 
 
 class RunFile:
@@ -79,6 +115,10 @@ class RunFile:
 
     def __init__(self, path: str, url: str | None = None) -> None:
         self.path, self.url = Path(path).expanduser(), url
+        if self.path.is_file():
+            check_run(self.path)
+        elif url is None:
+            raise UserError(f"run file {str(self.path)!r} does not exist: give the path of a run file")
 
     def fetch(self) -> Path:
         """The file, downloaded first (atomically) when it is missing and there is a URL."""

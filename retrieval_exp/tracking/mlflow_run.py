@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import re
 import subprocess
@@ -11,21 +12,35 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from retrieval_exp.errors import UserError
 
 for _noisy in ("alembic", "mlflow"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 MAX_PARAM_LENGTH = 6000
 DEFAULT_STORE = "sqlite:///results/mlflow.db"  # conf/config.yaml's tracking.uri: where launch.py records by default
+STORE_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
     """--tracking-uri for the command-line tools that read or write launch.py's store."""
     parser.add_argument("--tracking-uri", default=DEFAULT_STORE, help=f"MLflow store (default: {DEFAULT_STORE})")
+
+
+def require_store(uri: str) -> None:
+    """`uri` names a kind of store MLflow keeps runs in (before anything is written to it)."""
+    scheme = urlparse(uri).scheme.split("+")[0]  # postgresql+psycopg2 is postgresql
+    if scheme not in STORE_SCHEMES and len(scheme) > 1:  # none, or a drive letter: a folder
+        raise UserError(
+            f"tracking.uri={uri!r} is not an MLflow store (its scheme {scheme!r} is none of "
+            f"{', '.join(STORE_SCHEMES)}): use e.g. {DEFAULT_STORE}, a folder, or http://host:5000 for a server"
+        )
 
 
 def absolute_uri(uri: str) -> str:
@@ -41,8 +56,10 @@ def absolute_uri(uri: str) -> str:
 def open_experiment(uri: str, artifact_root: str, name: str) -> tuple[MlflowClient, str]:
     """The client and the id of experiment `name`, creating the store and the experiment on first use. With an
     `mlflow server` URI the server keeps the artifacts (`artifact_root` is for local stores)."""
-    client = MlflowClient(tracking_uri=absolute_uri(uri))
-    found = client.get_experiment_by_name(name)
+    uri = absolute_uri(uri)
+    with _first_use(uri):
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(name)
     if found is not None:
         return client, found.experiment_id
     remote = uri.startswith(("http://", "https://"))
@@ -52,6 +69,18 @@ def open_experiment(uri: str, artifact_root: str, name: str) -> tuple[MlflowClie
         )
     except MlflowException:  # created meanwhile by a concurrent job
         return client, client.get_experiment_by_name(name).experiment_id
+
+
+@contextmanager
+def _first_use(uri: str) -> Iterator[None]:
+    """Holds a lock beside a sqlite store while it is opened: MLflow creates and migrates the schema on first use,
+    and two processes doing it at once collide (`duplicate column name`), as two sweeps started together would."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with Path(f"{uri[len('sqlite:///') :]}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def metric_key(name: str) -> str:

@@ -82,6 +82,13 @@ class SweepTracking(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_sbatch(config)
+        try:
+            self._open(config)
+        except Exception as err:  # Hydra would only warn, and the jobs would run unrecorded as a sweep
+            print(f"error: the sweep's MLflow parent run cannot be created ({err})", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def _open(self, config: DictConfig) -> None:
         sweep_dir = Path(_pin_sweep_dir(config))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         client, experiment_id = open_experiment(

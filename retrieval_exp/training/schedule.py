@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
 from retrieval_exp.errors import UserError
+from retrieval_exp.settings import AtLeast, PositiveFloat
 
 DECAYS = ("linear", "cosine", "constant", "exponential")
 
@@ -14,9 +16,9 @@ DECAYS = ("linear", "cosine", "constant", "exponential")
 def warmup_decay(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
-    warmup: float = 0.1,
+    warmup: Annotated[float, AtLeast(0)] = 0.1,
     decay: str = "linear",
-    gamma: float = 0.99999,
+    gamma: PositiveFloat = 0.99999,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Scale the lr by step/warmup_steps during warmup, then decay it to 0 (linear, cosine), keep it (constant) or
     multiply it by `gamma` each step (exponential, as the self-distillation paper). `warmup` < 1 is a fraction of
