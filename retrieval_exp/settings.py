@@ -64,12 +64,10 @@ def check_arguments(target: Callable[..., Any], node: Mapping[str, Any], where: 
     """Every key of `node` (but Hydra's `_target_`, `_partial_`...) is a parameter of `target` (a class: of its
     constructor) and its value matches the parameter's annotation. Parameters of types no config value can have
     (tensors, modules, nested objects) are left to `target` itself."""
-    parameters = {
-        name: parameter
-        for name, parameter in inspect.signature(target).parameters.items()
-        if parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    }
-    takes_any = len(parameters) < len(inspect.signature(target).parameters)
+    declared = inspect.signature(target).parameters
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    parameters = {name for name, parameter in declared.items() if parameter.kind not in variadic}
+    takes_any = len(parameters) < len(declared)
     hints = _hints(target)
     for key, value in node.items():
         if key.startswith("_"):

@@ -163,10 +163,9 @@ def _check_training(cfg: DictConfig, model: Any) -> tuple[Loss, TrainerSettings]
         )
     if sampler.requires:
         irds.require(train.dataset, *sampler.requires)
-    for part in ("selection", "first_stage"):  # a selection rule, a stored ranking: cheap, and their files read
-        if train.get(part) is not None:
-            construct(train[part], f"data.train.{part}")
-    rescorer = train.get("rescorer")  # a model: only its class now, its weights load when training starts
+    # Built with what it nests (a selection rule, a miner, a stored ranking whose file is read), but a rescorer:
+    # a model, of which only the class is built now; its weights load when training starts.
+    rescorer = train.get("rescorer")
     construct(train, "data.train", **({} if rescorer is None else {"rescorer": instantiate(rescorer, _partial_=True)}))
     if settings.cache_chunk is not None and not issubclass(model, ChunkableModel):
         raise UserError(

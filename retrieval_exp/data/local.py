@@ -108,13 +108,16 @@ def _check_judgments(files: Mapping[str, Path], pool: bool) -> None:
     if "qrels" not in files:
         return
     for number, (query_id, doc_id) in _judgments(files["qrels"]):
-        unknown = "query" if query_id not in query_ids else "document" if doc_id not in doc_ids and not pool else ""
-        if unknown:
-            name = "queries.jsonl" if unknown == "query" else "corpus.jsonl"
-            raise UserError(
-                f"{files['qrels']}:{number} judges {unknown} {query_id if unknown == 'query' else doc_id!r}, which "
-                f"{name} does not have: fix the ids (a pool of candidates is registered with pool: true)"
-            )
+        if query_id not in query_ids:
+            unknown = f"query {query_id!r}, which queries.jsonl"
+        elif doc_id not in doc_ids and not pool:
+            unknown = f"document {doc_id!r}, which corpus.jsonl"
+        else:
+            continue
+        raise UserError(
+            f"{files['qrels']}:{number} judges {unknown} does not have: fix the ids (a pool of candidates is "
+            "registered with pool: true)"
+        )
 
 
 def _ids(path: Path) -> set[str]:
@@ -133,9 +136,9 @@ def _judgments(qrels: Path) -> Iterator[tuple[int, tuple[str, str]]]:
     """(line number, (query id, doc id)) of a BEIR qrels file (its header line skipped), each line checked."""
     with qrels.open() as rows:
         for number, line in enumerate(rows, 1):
-            fields = line.rstrip("\n").split("\t")
             if number == 1 or not line.strip():
                 continue
+            fields = line.rstrip("\n").split("\t")
             if len(fields) < 3 or not fields[2].strip().lstrip("-").isdigit():
                 raise UserError(f"{qrels}:{number} is not 'query-id<TAB>corpus-id<TAB>score' (score an integer)")
             yield number, (fields[0], fields[1])
