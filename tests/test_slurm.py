@@ -76,14 +76,14 @@ def test_a_detached_sweep_runs_as_a_job_array_and_records_each_job(tmp_path: Pat
 
 
 def test_a_job_that_raises_is_failed_with_its_error(tmp_path: Path, slurm: dict[str, str], tiny_bert: Path) -> None:
-    broken = tmp_path / "broken_model"
+    broken = tmp_path / "broken_model"  # complete at start-up, truncated weights when the job loads it
     shutil.copytree(tiny_bert, broken)
-    (broken / "model.safetensors").unlink()
+    (broken / "model.safetensors").write_bytes(b"truncated")
     models = f"model.name_or_path={broken},{tiny_bert}"
     done = launch(tmp_path, ON_SLURM, models, "train=false", multirun=True, env=slurm)
     assert done.returncode == 1 and "1 of 2 runs failed (jobs 0)" in done.stderr
     failed, finished = sorted(runs(tmp_path)[1:], key=lambda run: run.info.status)  # runs(...)[0]: the parent
-    assert failed.info.status == "FAILED" and "model.safetensors" in failed.data.tags["error"]
+    assert failed.info.status == "FAILED" and "deserializing" in failed.data.tags["error"]
     assert "Traceback" in Path(failed.data.tags["slurm.log"]).read_text()
     assert finished.info.status == "FINISHED"
 
