@@ -34,6 +34,7 @@ from retrieval_exp.evaluation import RESULT_FILES, read_metrics, write_metrics
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.prefetch import prefetch
 from retrieval_exp.tracking.mlflow_run import (
+    MODEL_ARTIFACT,
     UNTRACKED,
     TrackedRun,
     close_abandoned,
@@ -43,6 +44,7 @@ from retrieval_exp.tracking.mlflow_run import (
     require_store,
     system_metrics,
 )
+from retrieval_exp.tracking.model_card import write_model_card
 from retrieval_exp.tracking.references import resolve_references
 from retrieval_exp.tracking.run_lock import run_lock
 from retrieval_exp.tracking.slurm import slurm_tags
@@ -165,6 +167,12 @@ def _execute(
         outputs.append(out_dir / "metrics.json")
     tracked.log_metrics({**metrics, "time/retrieve_s": time.perf_counter() - started, **_peak_memory()})
     tracked.log_artifacts(outputs)
+    if plan.trains and cfg.save_model:
+        write_model_card(out_dir / "model", tracked.client.get_run(tracked.run_id))
+        if cfg.tracking.log_model:  # what a run id in model.name_or_path or init= resolves to on any machine
+            tracked.log_folder(out_dir / "model", MODEL_ARTIFACT)
+            if cfg.tracking.get("register_as"):
+                tracked.register(cfg.tracking.register_as, MODEL_ARTIFACT)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return metrics
 

@@ -132,6 +132,11 @@ def validate(cfg: DictConfig) -> Plan:
     if trains:
         loss, trainer = _check_training(cfg, model)
         plan = replace(plan, method=cfg.get("method") or loss.name, loss=loss, trainer=trainer)
+    if cfg.tracking.get("register_as") and not (trains and cfg.save_model and cfg.tracking.log_model):
+        raise UserError(
+            f"tracking.register_as={cfg.tracking.register_as} registers the trained model's artifact, which this run "
+            "does not log: train with save_model=true and tracking.log_model=true, or set tracking.register_as=null"
+        )
     if cfg.get("agreement") and not plan.needs_teacher:
         raise UserError(
             "agreement compares a trained student with its teacher's scores: train with a loss that distils a "

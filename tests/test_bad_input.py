@@ -176,6 +176,11 @@ CASES = {  # kind: (overrides, the inputs to make, the line printed)
     "unknown precision": (["hardware.precision=fp8"], _nothing, "hardware.precision='fp8' is not one of fp32, bf16"),
     "zero encoding batch": (["hardware.encode_batch_size=0"], _nothing, "hardware.encode_batch_size=0 is out of"),
     "unknown store scheme": (["tracking.uri=mongo://host/db"], _nothing, "tracking.uri='mongo://host/db' is not an"),
+    "a registered model that is not logged": (
+        ["tracking.register_as=tiny", "tracking.log_model=false"],
+        _nothing,
+        "tracking.register_as=tiny registers the trained model's artifact, which this run does not log",
+    ),
     "preset that cannot run as it is": (
         ["experiment=rank_distillm/scifact_stage2"],
         _nothing,

@@ -30,7 +30,9 @@ def test_every_option_composes_and_its_target_imports(group: str, option: str) -
 
 def test_default_experiment_is_minilm_infonce_on_scifact() -> None:
     cfg = compose_config()
-    assert cfg.model.name_or_path == "sentence-transformers/all-MiniLM-L6-v2" and cfg.model.pooling == "mean"
+    assert (
+        cfg.model.name_or_path == "sentence-transformers/all-MiniLM-L6-v2" and cfg.model.pooling is None
+    )  # as the folder declares
     assert cfg.loss._target_.endswith("InfoNCE") and cfg.train
     assert (cfg.data.train.dataset, cfg.data.test) == ("beir/scifact/train", "beir/scifact/test")
     assert cfg.data.train.negatives == 1 and cfg.data.train.miner._target_.endswith("BM25")

@@ -202,8 +202,9 @@ def test_projection_head_is_saved_and_reloaded(tmp_path: Path) -> None:
     model.save(tmp_path / "student")
     reloaded = projected(str(tmp_path / "student")).eval()
     assert torch.allclose(reloaded(tokens), vectors, atol=1e-6)
+    assert torch.allclose(BiEncoder(str(tmp_path / "student")).eval()(tokens), vectors, atol=1e-6)  # its own head
     with pytest.raises(UserError, match="saved with a 8-dim projection head: set model.projection=8"):
-        BiEncoder(str(tmp_path / "student"))
+        BiEncoder(str(tmp_path / "student"), projection=4)
 
 
 def test_scored_pairs_collate_into_pair_batches() -> None:

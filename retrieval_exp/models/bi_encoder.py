@@ -10,26 +10,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from tokenizers import processors
 from transformers import AutoTokenizer, BatchEncoding
 
 from retrieval_exp.batches import Triple, false_negatives
 from retrieval_exp.errors import UserError
-from retrieval_exp.models.hub import load_encoder, require_kind, save_folder
+from retrieval_exp.models.hub import SETTINGS_FILE, load_encoder, read_json, require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
+from retrieval_exp.models.st_format import declared_settings, dense, write_bi_encoder
+
+log = logging.getLogger(__name__)
 
 Side = Literal["query", "doc"]
 POOLINGS = ("cls", "mean", "pooler", "eos")
 PLURALS = {"query": "queries", "doc": "docs"}
 HEAD_FILE = "projection.safetensors"
 TRANSIENT = ("truncation", "padding")  # tokenizer.json entries left out of the fingerprint
+DEFAULTS = {"pooling": "mean", "normalize": True, "query_length": 64, "doc_length": 256}
+DEFAULTS |= {"query_prefix": "", "doc_prefix": ""}  # what neither the config nor the model folder sets
 
 
 def block_diagonal(masks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -92,8 +99,11 @@ class BiEncoder(torch.nn.Module):
     truncated, and its last real token's state is the vector.
 
     `projection`: the pooled vector goes through Linear(hidden, projection) and Dropout(projection_dropout) before
-    normalisation. A saved model folder carries its head's weights (projection.safetensors), loaded when the config
-    asks for a head of that size. `dropout` sets the encoder's dropout probabilities (None: the checkpoint's).
+    normalisation. A saved model folder carries its head's weights (projection.safetensors). `dropout` sets the
+    encoder's dropout probabilities (None: the checkpoint's).
+
+    A setting left None (pooling, normalize, lengths, prefixes, projection) is what the model folder declares (the
+    suite's settings file, or sentence-transformers' configuration), else DEFAULTS (resolve_settings).
     """
 
     kind = "bi_encoder"
@@ -101,36 +111,44 @@ class BiEncoder(torch.nn.Module):
     def __init__(
         self,
         name_or_path: str,
-        pooling: str = "mean",
-        normalize: bool = True,
-        query_length: int = 64,
-        doc_length: int = 256,
-        query_prefix: str = "",
-        doc_prefix: str = "",
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        query_length: int | None = None,
+        doc_length: int | None = None,
+        query_prefix: str | None = None,
+        doc_prefix: str | None = None,
         projection: int | None = None,
         projection_dropout: float = 0.1,
         dropout: float | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise UserError(f"model.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
         require_kind(name_or_path, self.kind)
+        given = {"pooling": pooling, "normalize": normalize, "query_length": query_length, "doc_length": doc_length}
+        given |= {"query_prefix": query_prefix, "doc_prefix": doc_prefix, "projection": projection}
+        settings = resolve_settings(name_or_path, given)
+        if settings["pooling"] not in POOLINGS:
+            raise UserError(f"model.pooling={settings['pooling']!r} is not one of {', '.join(POOLINGS)}")
         self.encoder = load_encoder(name_or_path, dropout)
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        if pooling == "eos":
+        self.pooling, self.normalize = settings["pooling"], settings["normalize"]
+        if self.pooling == "eos":
             self.tokenizer.padding_side = "right"
             self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
-        self.pooling, self.normalize = pooling, normalize
-        self.lengths = {"query": query_length, "doc": doc_length}
-        self.prefixes = {"query": query_prefix, "doc": doc_prefix}
+            append_eos(self.tokenizer)
+        if self.pooling == "pooler":
+            pooler_dense(self.encoder)  # a pooler sentence-transformers can write, checked before training
+        self.lengths = {"query": settings["query_length"], "doc": settings["doc_length"]}
+        self.prefixes = {"query": settings["query_prefix"], "doc": settings["doc_prefix"]}
         self.head = None
-        if projection:
+        if settings["projection"]:
             hidden = self.encoder.config.hidden_size
-            self.head = torch.nn.Sequential(torch.nn.Linear(hidden, projection), torch.nn.Dropout(projection_dropout))
+            self.head = torch.nn.Sequential(
+                torch.nn.Linear(hidden, settings["projection"]), torch.nn.Dropout(projection_dropout)
+            )
         self._load_head(Path(name_or_path) / HEAD_FILE)
 
     def _load_head(self, path: Path) -> None:
-        """Load a saved head into the configured one; a saved head the config does not ask for is an error."""
+        """Load a saved head into the configured one; a saved head of another size is an error."""
         if not path.is_file():
             return
         weights = load_file(path)
@@ -141,13 +159,7 @@ class BiEncoder(torch.nn.Module):
 
     def tokenize(self, texts: Sequence[str], side: Side) -> BatchEncoding:
         texts = [self.prefixes[side] + text for text in texts]
-        if self.pooling != "eos":
-            return self.tokenizer(
-                texts, max_length=self.lengths[side], truncation=True, padding=True, return_tensors="pt"
-            )
-        rows = self.tokenizer(texts, max_length=self.lengths[side] - 1, truncation=True)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        return self.tokenizer.pad({"input_ids": [row + [eos] for row in rows]}, return_tensors="pt")
+        return self.tokenizer(texts, max_length=self.lengths[side], truncation=True, padding=True, return_tensors="pt")
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One vector per tokenised text."""
@@ -245,8 +257,67 @@ class BiEncoder(torch.nn.Module):
         return (query_vectors[rows_q] * doc_vectors[rows_d]).sum(-1).tolist()
 
     def save(self, path: Path) -> None:
-        """Save as a Hugging Face model folder, with the pooling settings beside it."""
+        """Save as a Hugging Face model folder with the pooling settings beside it, which is also a
+        sentence-transformers model (models/st_format.py)."""
         projection = None if self.head is None else self.head[0].out_features
         settings = {"kind": self.kind, "pooling": self.pooling, "normalize": self.normalize, "lengths": self.lengths}
         settings |= {"prefixes": self.prefixes, "projection": projection}
         save_folder(path, self.encoder, self.tokenizer, settings, {} if self.head is None else {HEAD_FILE: self.head})
+        layers = [] if self.pooling != "pooler" else [dense(pooler_dense(self.encoder), torch.nn.Tanh())]
+        if self.head is not None:
+            layers.append(dense(self.head[0], torch.nn.Identity()))
+        write_bi_encoder(path, self.pooling, layers, self.normalize, self.lengths, self.prefixes)
+
+
+def resolve_settings(name_or_path: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Each setting as the config gives it, else as the model folder declares it (the suite's own settings file, or
+    sentence-transformers' configuration), else DEFAULTS. A config value that contradicts the folder is logged."""
+    declared = saved_settings(name_or_path) or declared_settings(name_or_path)
+    settings = {}
+    for key, value in given.items():
+        if value is not None and key in declared and declared[key] != value:
+            log.warning("the config's %s=%r overrides the %r that %s declares", key, value, declared[key], name_or_path)
+        settings[key] = value if value is not None else declared.get(key, DEFAULTS.get(key))
+    return settings
+
+
+def saved_settings(name_or_path: str) -> dict[str, Any]:
+    """The settings a bi-encoder folder saved by the suite holds, under the constructor's argument names."""
+    saved = read_json(name_or_path, SETTINGS_FILE)
+    if not saved:
+        return {}
+    lengths, prefixes = saved["lengths"], saved["prefixes"]
+    return {
+        "pooling": saved["pooling"],
+        "normalize": saved["normalize"],
+        "query_length": lengths["query"],
+        "doc_length": lengths["doc"],
+        "query_prefix": prefixes["query"],
+        "doc_prefix": prefixes["doc"],
+        "projection": saved.get("projection"),
+    }
+
+
+def append_eos(tokenizer: Any) -> None:
+    """Make `tokenizer` end every text with its EOS token, also when truncated (its post-processor, so that
+    truncation leaves room for it and a saved folder does the same in other tools); a no-op when it already does."""
+    eos, backend = tokenizer.eos_token, tokenizer.backend_tokenizer
+    if tokenizer("a")["input_ids"][-1:] == [tokenizer.eos_token_id]:
+        return
+    template = processors.TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tokenizer.eos_token_id)]
+    )
+    existing = backend.post_processor
+    backend.post_processor = template if existing is None else processors.Sequence([existing, template])
+
+
+def pooler_dense(encoder: Any) -> torch.nn.Linear:
+    """The Linear of a BERT-style pooler (Linear then tanh over the [CLS] state), which `pooling: pooler` uses."""
+    pooler = getattr(encoder, "pooler", None)
+    layer = getattr(pooler, "dense", None)
+    if not isinstance(layer, torch.nn.Linear) or not isinstance(getattr(pooler, "activation", None), torch.nn.Tanh):
+        raise UserError(
+            f"model.pooling=pooler needs a BERT-style pooler (dense, then tanh), which {type(encoder).__name__} "
+            "lacks: choose cls, mean or eos pooling"
+        )
+    return layer

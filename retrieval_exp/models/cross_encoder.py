@@ -21,6 +21,7 @@ from retrieval_exp.batches import RankedList
 from retrieval_exp.errors import UserError
 from retrieval_exp.models.hub import load_encoder, require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
+from retrieval_exp.models.st_format import write_cross_encoder
 
 HEAD_FILE = "score_head.safetensors"
 
@@ -139,6 +140,10 @@ class CrossEncoder(torch.nn.Module):
         return longest_first(self, lengths, batch_size, score, "re-rank", "pair").tolist()
 
     def save(self, path: Path) -> None:
-        """Save as a Hugging Face model folder with the score head and the truncation lengths beside it."""
+        """Save as a Hugging Face model folder with the score head and the truncation lengths beside it, which is
+        also a sentence-transformers CrossEncoder (models/st_format.py). That one truncates a pair as a whole, to
+        the two lengths and the special tokens together: pairs within the suite's lengths score the same."""
         settings = {"kind": self.kind, "lengths": self.lengths, "linear_bias": self.head.bias is not None}
         save_folder(path, self.encoder, self.tokenizer, settings, {HEAD_FILE: self.head})
+        pair_length = sum(self.lengths.values()) + self.tokenizer.num_special_tokens_to_add(pair=True)
+        write_cross_encoder(path, self.head, pair_length)

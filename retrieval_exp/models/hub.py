@@ -13,6 +13,7 @@ import torch
 from huggingface_hub import constants, try_to_load_from_cache
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import cached_file
 
 from retrieval_exp.errors import UserError
 
@@ -84,11 +85,21 @@ def _require_config(path: Path) -> None:
         raise UserError(f"{where} has a config.json without model_type: save the model with save_pretrained")
 
 
+def read_json(name_or_path: str, file_name: str) -> Any:
+    """A JSON file of a local model folder or of a hub id (from the cache when offline); None when it has none."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        path = local / file_name
+        return json.loads(path.read_text()) if path.is_file() else None
+    found = cached_file(name_or_path, file_name, _raise_exceptions_for_missing_entries=False)
+    return json.loads(Path(found).read_text()) if found else None
+
+
 def require_kind(name_or_path: str, kind: str) -> None:
     """A model folder saved by the suite as another kind (a bi-encoder loaded as a cross-encoder, or the reverse)
     is an error: its head would be dropped or made up."""
-    settings = Path(name_or_path).expanduser() / SETTINGS_FILE
-    saved = json.loads(settings.read_text()).get("kind", "bi_encoder") if settings.is_file() else kind
+    settings = read_json(name_or_path, SETTINGS_FILE)
+    saved = kind if settings is None else settings.get("kind", "bi_encoder")
     if saved != kind:
         raise UserError(
             f"{name_or_path} holds a {saved} but the model config builds a {kind}: choose a {saved} model config "

@@ -9,7 +9,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,6 +25,7 @@ for _noisy in ("alembic", "mlflow"):
 
 MAX_PARAM_LENGTH = 6000
 DEFAULT_STORE = "sqlite:///results/mlflow.db"  # conf/config.yaml's tracking.uri: where launch.py records by default
+MODEL_ARTIFACT = "model"  # the artifact folder that holds a run's saved model (tracking.log_model)
 STORE_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
@@ -168,6 +169,20 @@ class TrackedRun:
         for path in paths:
             self.client.log_artifact(self.run_id, str(path), folder)
 
+    def log_folder(self, path: Path, folder: str) -> None:
+        """Every file under `path`, as the run's artifact folder `folder`."""
+        self.client.log_artifacts(self.run_id, str(path), folder)
+
+    def register(self, name: str, folder: str) -> str:
+        """A new version of the registered model `name` (created when new) from the artifact folder `folder`;
+        returns the version, also tagged on the run."""
+        with suppress(MlflowException):  # it exists
+            self.client.create_registered_model(name)
+        source = f"runs:/{self.run_id}/{folder}"
+        version = self.client.create_model_version(name, source, run_id=self.run_id).version
+        self.set_tags({"registered_model": f"{name}/{version}"})
+        return str(version)
+
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -186,6 +201,12 @@ class Untracked(TrackedRun):
 
     def log_artifacts(self, paths: Iterable[Path], folder: str | None = None) -> None:
         pass
+
+    def log_folder(self, path: Path, folder: str) -> None:
+        pass
+
+    def register(self, name: str, folder: str) -> str:
+        return ""
 
 
 UNTRACKED = Untracked()
