@@ -41,8 +41,8 @@ for seed in ${seeds//,/ }; do
   # Method 4: Revela and its REPLUG baseline, frozen SmolLM2-135M-Instruct as the LM.
   for loss in revela replug; do row experiment=revela/scifact loss="$loss" seed="$seed" "${on[@]}"; done
   # Method 2: Rank-DistiLLM stage 1 (listwise InfoNCE), then stage 2 (RankNet) from this seed's stage 1, distilling
-  # all-MiniLM-L6-v2's ranking of the training queries (the LLM teacher is not available offline). Stage 2 needs
-  # stage 1's model on this machine: both run here unless runs/ holds stage 2.
+  # all-MiniLM-L6-v2's ranking of the training queries (the LLM teacher is not available offline). Stage 2 starts
+  # from stage 1's run id, which runs/ does not keep: both run here unless runs/ holds stage 2.
   stage2=(experiment=rank_distillm/scifact_stage2 seed="$seed" "${depth[@]}" "${on[@]}")
   if have "${stage2[@]}"; then continue; fi
   teacher=${teacher:-$(python launch.py experiment=rank_distillm/teacher_run tracking.experiment=leaderboard_teacher \
