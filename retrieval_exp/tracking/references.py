@@ -1,8 +1,7 @@
 """Config values that name an earlier MLflow run instead of a path: `model.name_or_path` (and the teacher's) takes
 the run whose saved model to start from (stage 2 from stage 1's checkpoint; on another machine, its `model`
-artifact), and a RunFile's `path` the run whose
-run.trec to read (a teacher ranking made by the suite). Only FINISHED runs serve: a failed run's outputs are not
-results."""
+artifact), and a RunFile's `path` the run whose run.trec to read (a teacher ranking made by the suite). Only FINISHED
+runs serve: a failed run's outputs are not results."""
 
 from __future__ import annotations
 
