@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 from typing import Any
@@ -12,8 +11,7 @@ from typing import Any
 import ir_datasets
 
 from retrieval_exp.errors import UserError
-
-Qrels = dict[str, dict[str, int]]
+from retrieval_exp.ir_types import Corpus, Qrels
 
 logging.getLogger("ir_datasets").setLevel(logging.WARNING)
 
@@ -38,19 +36,6 @@ def require(dataset_id: str, *parts: str) -> None:
             f"dataset {dataset_id!r} has no {' and no '.join(missing)}: choose a split that has them "
             "(e.g. 'beir/scifact/test' rather than 'beir/scifact')"
         )
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """All documents of a dataset, in ir_datasets order; `key` identifies its content for caches (BM25 indexes,
-    document embeddings)."""
-
-    key: str
-    ids: list[str]
-    texts: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:

@@ -40,7 +40,7 @@ class ScoredPairs(TripleSampler):
             d for q, docs in judged.items() if q in queries for d, rel in docs.items() if rel >= self.min_relevance
         }
         texts = irds.documents(self.dataset, doc_ids)
-        examples = [
+        examples: list[Example] = [
             (q, d, [])
             for q in sorted(judged)
             if q in queries

@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from retrieval_exp.batches import BatchShape
+from retrieval_exp.batches import BatchShape, TripleBatch, TripleEmbeddings
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.losses.contrastive import InfoNCE
-from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
 from retrieval_exp.settings import NonNegativeFloat, PositiveFloat
 
 
@@ -27,11 +27,11 @@ class MarginMSE(Loss):
 
     name = "margin_mse"
     batch_shape = BatchShape.TRIPLES
-    model_kinds = ("bi_encoder",)
+    model_kinds = (ModelKind.BI_ENCODER,)
     needs_teacher = True
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
-        scores, teacher = student_scores(output), batch.teacher_scores
+        scores, teacher = student_scores(output), batch.teacher()
         return F.mse_loss(scores[:, :1] - scores[:, 1:], teacher[:, :1] - teacher[:, 1:])
 
 
@@ -42,7 +42,7 @@ class KLDistill(Loss):
 
     name = "kl_distill"
     batch_shape = BatchShape.TRIPLES
-    model_kinds = ("bi_encoder",)
+    model_kinds = (ModelKind.BI_ENCODER,)
     needs_teacher = True
 
     def __init__(self, temperature: PositiveFloat = 0.05, teacher_temperature: PositiveFloat = 0.05) -> None:
@@ -50,7 +50,7 @@ class KLDistill(Loss):
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
         student = F.log_softmax(student_scores(output) / self.temperature, dim=-1)
-        teacher = F.log_softmax(batch.teacher_scores / self.teacher_temperature, dim=-1)
+        teacher = F.log_softmax(batch.teacher() / self.teacher_temperature, dim=-1)
         return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
 
@@ -62,7 +62,7 @@ class HybridKD(Loss):
 
     name = "hybrid_kd"
     batch_shape = BatchShape.SCORED_PAIRS
-    model_kinds = ("bi_encoder",)
+    model_kinds = (ModelKind.BI_ENCODER,)
     needs_teacher = True
 
     def __init__(
@@ -71,7 +71,7 @@ class HybridKD(Loss):
         self.contrastive, self.weight = InfoNCE(temperature, True, mask_false_negatives), weight
 
     def compute_loss(self, output: TripleEmbeddings, batch: TripleBatch) -> torch.Tensor:
-        regression = F.mse_loss(student_scores(output)[:, 0], batch.teacher_scores[:, 0])
+        regression = F.mse_loss(student_scores(output)[:, 0], batch.teacher()[:, 0])
         contrastive = self.contrastive.compute_loss(output, batch)
         self.terms = {"contrastive": contrastive.detach(), "regression": regression.detach()}
         return contrastive + self.weight * regression
