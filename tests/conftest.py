@@ -87,6 +87,21 @@ def build_tiny_llama(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+SUBPROCESS_HELPERS = {"launch", "launch_command"}  # run launch.py as a user does
+SLOW_FIXTURES = {"mlflow_server", "slurm"}  # start a server or a cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast tier (`pytest -m "not slow"`) leaves out every test that runs launch.py in a subprocess or needs a
+    server, found from the test's own code and fixtures, so a new test of that kind is tiered without a mark; other
+    slow tests carry @pytest.mark.slow themselves."""
+    for item in items:
+        function = getattr(item, "function", None)
+        names = set(function.__code__.co_names) if function is not None else set()
+        if names & SUBPROCESS_HELPERS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_bert() -> Path:
     folder = Path(os.environ["RETRIEVAL_EXP_TINY_MODEL"])

@@ -1,8 +1,8 @@
 """Revela's training data: groups of text chunks, read from the authors' JSONL or built from any corpus.
 
 A group's chunks attend to each other in the LM, so a group should hold related text: the authors' Wikipedia groups
-are a seed chunk with its BM25 neighbours (README: Methods), which `CorpusChunkGroups` builds from any ir_datasets
-corpus with Lucene BM25 (pyserini).
+are a seed chunk with its BM25 neighbours (docs/METHODS.md, section 4), which `CorpusChunkGroups` builds from any
+ir_datasets corpus with Lucene BM25 (pyserini).
 """
 
 from __future__ import annotations

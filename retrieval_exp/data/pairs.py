@@ -1,5 +1,5 @@
 """Scored pairs (q, d, t): every relevant (query, document) pair of a dataset's qrels with its teacher score, kept
-or dropped by a selective-distillation rule (Method 3, the README's Methods section)."""
+or dropped by a selective-distillation rule (Method 3, docs/METHODS.md, section 3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Distillation from a teacher's scores: the teacher-based baselines of Method 1 (the formulas as lightning-ir
-implements them: the README's Methods section) and Method 3's hybrid loss. Scores are the model's own similarity (dot
+implements them: docs/METHODS.md, section 1) and Method 3's hybrid loss. Scores are the model's own similarity (dot
 product of its embeddings: cosine for normalised encoders); the batches carry the teacher's scores for the positive
 and each negative."""
 
@@ -55,7 +55,7 @@ class KLDistill(Loss):
 
 
 class HybridKD(Loss):
-    """Method 3's hybrid loss (the README's Methods section) over in-batch similarities S = Q D^T of scored pairs:
+    """Method 3's hybrid loss (docs/METHODS.md, section 3) over in-batch similarities S = Q D^T of scored pairs:
     InfoNCE(S / temperature, diagonal) + weight * MSE(S_ii, t_i), t_i the teacher's score of pair i. Only the
     diagonal meets the teacher; weight 0 is plain in-batch InfoNCE at `temperature`. `mask_false_negatives` as
     InfoNCE's: a pair of the same query (SciFact judges several documents per query) is no negative."""

@@ -1,4 +1,5 @@
-"""Losses that train a retriever with a language model's signal, over groups of chunks (README: Methods)."""
+"""Losses that train a retriever with a language model's signal, over groups of chunks (docs/METHODS.md,
+section 4)."""
 
 from __future__ import annotations
 

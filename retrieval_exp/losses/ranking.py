@@ -1,4 +1,4 @@
-"""Losses over ranked lists (Rank-DistiLLM, the README's Methods section, the formulas as lightning-ir implements them).
+"""Losses over ranked lists (Rank-DistiLLM, docs/METHODS.md, section 2, the formulas as lightning-ir implements them).
 
 Each consumes scores S (Q, N) of Q queries' N candidates and targets T (Q, N), higher = more relevant: a relevance
 label, depth - rank + 1 for a teacher's ranking, or a teacher's score.

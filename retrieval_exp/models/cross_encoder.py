@@ -1,4 +1,4 @@
-"""Cross-encoder re-ranker in the monoBERT/monoELECTRA style (Rank-DistiLLM, the README's Methods section):
+"""Cross-encoder re-ranker in the monoBERT/monoELECTRA style (Rank-DistiLLM, docs/METHODS.md, section 2):
 `[CLS] query [SEP] doc [SEP]` through any Hugging Face encoder, the [CLS] vector through Linear(hidden, 1).
 
 The query and the document are truncated separately (to `query_length` and `doc_length` tokens, special tokens

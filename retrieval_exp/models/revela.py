@@ -1,4 +1,4 @@
-"""Revela's two models (the README's Methods section): a retriever, any bi-encoder of the suite, and a causal LM with
+"""Revela's two models (docs/METHODS.md, section 4): a retriever, any bi-encoder of the suite, and a causal LM with
 in-batch attention. The LM learns next-token prediction over groups of chunks while attending across the group
 with the retriever's weights, so the LM loss trains the retriever; only the retriever is kept and evaluated.
 
