@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONF = REPO / "tests" / "conf"
@@ -92,14 +93,25 @@ SLOW_FIXTURES = {"mlflow_server", "slurm"}  # start a server or a cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The fast tier (`pytest -m "not slow"`) leaves out every test that runs launch.py in a subprocess or needs a
-    server, found from the test's own code and fixtures, so a new test of that kind is tiered without a mark; other
-    slow tests carry @pytest.mark.slow themselves."""
+    """The fast tier (`pytest -m "not slow"`) leaves out every test that runs launch.py in a subprocess (itself or
+    through a helper of the tests) or needs a server, found from the code and fixtures, so a new test of that kind
+    is tiered without a mark; other slow tests carry @pytest.mark.slow themselves."""
     for item in items:
         function = getattr(item, "function", None)
-        names = set(function.__code__.co_names) if function is not None else set()
-        if names & SUBPROCESS_HELPERS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (function is not None and _runs_launch(function)) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def _runs_launch(function: Any, depth: int = 3) -> bool:
+    """`function`, or a function of the tests that it calls (to `depth`), names a subprocess helper."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return False
+    if SUBPROCESS_HELPERS & set(code.co_names):
+        return True
+    called = (function.__globals__.get(name) for name in code.co_names)
+    helpers = [f for f in called if callable(f) and getattr(f, "__module__", "").startswith("tests.")]
+    return depth > 0 and any(_runs_launch(helper, depth - 1) for helper in helpers)
 
 
 @pytest.fixture(scope="session", autouse=True)

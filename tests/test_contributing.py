@@ -7,12 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, TEST_CONF, launch_command
-
-pytestmark = pytest.mark.slow  # launch.py, through a helper the tiering hook does not look into
 
 TOY_LOSS = '''"""A hinge on each query's positive's margin over its own negatives: the contributing guide's toy loss."""
 
