@@ -25,7 +25,8 @@ os.environ["RETRIEVAL_EXP_TINY_LLAMA"] = str(_SESSION / "tiny_llama")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
 
 TINY = ["model=tiny_bert", "data=tiny", "trainer.batch_size=4", "trainer.log_every=1", "hardware.encode_batch_size=8"]
 
@@ -134,6 +135,23 @@ def compose_config(*overrides: str) -> DictConfig:
     """The real conf/ composed with the tests' extra options (tiny_bert, tiny) on the search path."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"hydra.searchpath=[file://{TEST_CONF}]", *overrides])
+
+
+def run_recipe(workdir: Path, *overrides: str, tiny: bool = True) -> dict[str, float]:
+    """The recipe in this process, on the config `launch` would compose (tracking into `workdir`, output in
+    workdir/run): for run-contract tests where a subprocess is not the point. Bad input raises UserError."""
+    from retrieval_exp.experiment import run
+
+    command = launch_command(workdir, *overrides, tiny=tiny)[2:]  # the overrides after `python launch.py`
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=command, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(workdir / "run")
+    HydraConfig.instance().set_config(cfg)
+    (workdir / "run").mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return run(cfg)
 
 
 def launch(
