@@ -3,6 +3,7 @@ and retrieval/ (which makes runs), so that neither imports the other for its typ
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
@@ -20,6 +21,15 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def content_key(ids: list[str], texts: list[str]) -> str:
+    """A digest of the documents themselves: the same texts under the same ids give the same key, whichever loader
+    read them (no optional loader method such as docs_namespace() is relied on; classic collections lack some)."""
+    digest = hashlib.sha1()
+    for doc_id, text in zip(ids, texts):
+        digest.update(f"{doc_id}\x1f{text}\x1e".encode())
+    return f"{len(ids)}:{digest.hexdigest()[:20]}"
 
 
 NO_DOCUMENTS = Corpus("no documents", [], [])  # what a retriever that reads none (needs_corpus False) is given

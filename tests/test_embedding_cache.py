@@ -57,8 +57,7 @@ def test_the_fingerprint_follows_weights_and_tokenisation(tiny_bert: Path) -> No
 
 
 def test_dense_retrieval_and_bi_encoder_reranking_read_the_cache(tmp_path: Path, tiny_bert: Path) -> None:
-    from retrieval_exp.data.irds import content_key
-    from retrieval_exp.ir_types import Corpus
+    from retrieval_exp.ir_types import Corpus, content_key
 
     ids = ["a", "b", "c"]
     corpus = Corpus(content_key(ids, TEXTS), ids, TEXTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from functools import lru_cache
 from itertools import islice
@@ -11,7 +10,7 @@ from typing import Any
 import ir_datasets
 
 from retrieval_exp.errors import UserError
-from retrieval_exp.ir_types import Corpus, Qrels
+from retrieval_exp.ir_types import Corpus, Qrels, content_key
 
 logging.getLogger("ir_datasets").setLevel(logging.WARNING)
 
@@ -46,15 +45,6 @@ def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:
             f"cannot read the {what} of {dataset_id!r} ({err}): without internet, fill IR_DATASETS_HOME first "
             "(README, 'Offline use')"
         ) from None
-
-
-def content_key(ids: list[str], texts: list[str]) -> str:
-    """A digest of the documents themselves: the same texts under the same ids give the same key, whichever loader
-    read them (no optional loader method such as docs_namespace() is relied on; classic collections lack some)."""
-    digest = hashlib.sha1()
-    for doc_id, text in zip(ids, texts):
-        digest.update(f"{doc_id}\x1f{text}\x1e".encode())
-    return f"{len(ids)}:{digest.hexdigest()[:20]}"
 
 
 @lru_cache(maxsize=4)

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 
 import torch
 
-from retrieval_exp.data.irds import content_key
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.interfaces import Embedder, ModelKind, PairScorer, Retriever, TwoStageRetriever
-from retrieval_exp.ir_types import Corpus, Run
+from retrieval_exp.ir_types import Corpus, Run, content_key
 from retrieval_exp.retrieval.embedding_cache import embed_cached
 from retrieval_exp.settings import Positive
 
