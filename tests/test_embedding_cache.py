@@ -6,9 +6,10 @@ from pathlib import Path
 import torch
 
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.interfaces import Embedder
 from retrieval_exp.models.bi_encoder import BiEncoder
 from retrieval_exp.retrieval.dense import DenseRetriever
-from retrieval_exp.retrieval.embedding_cache import Embedder, embed_cached
+from retrieval_exp.retrieval.embedding_cache import embed_cached
 from retrieval_exp.retrieval.rerank import Reranker
 from retrieval_exp.retrieval.run import RunFile
 
