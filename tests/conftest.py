@@ -89,13 +89,13 @@ def build_tiny_llama(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-SUBPROCESS_HELPERS = {"launch", "launch_command"}  # run launch.py as a user does
+SUBPROCESS_HELPERS = {"launch", "launch_command", "subprocess"}  # launch.py, or a `python -m` tool, as a user runs it
 SLOW_FIXTURES = {"mlflow_server", "slurm"}  # start a server or a cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The fast tier (`pytest -m "not slow"`) leaves out every test that runs launch.py in a subprocess (itself or
-    through a helper of the tests) or needs a server, found from the code and fixtures, so a new test of that kind
+    """The fast tier (`pytest -m "not slow"`) leaves out every test that runs a subprocess (launch.py or a
+    `python -m` tool, itself or through a helper of the tests) or needs a server, found from the code and fixtures, so a new test of that kind
     is tiered without a mark; other slow tests carry @pytest.mark.slow themselves."""
     for item in items:
         function = getattr(item, "function", None)
