@@ -95,8 +95,8 @@ SLOW_FIXTURES = {"mlflow_server", "slurm"}  # start a server or a cluster
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The fast tier (`pytest -m "not slow"`) leaves out every test that runs a subprocess (launch.py or a
-    `python -m` tool, itself or through a helper of the tests) or needs a server, found from the code and fixtures, so a new test of that kind
-    is tiered without a mark; other slow tests carry @pytest.mark.slow themselves."""
+    `python -m` tool, itself or through a helper of the tests) or needs a server, found from the code and fixtures,
+    so a new test of that kind is tiered without a mark; other slow tests carry @pytest.mark.slow themselves."""
     for item in items:
         function = getattr(item, "function", None)
         if (function is not None and _runs_launch(function)) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
