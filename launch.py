@@ -1,9 +1,13 @@
 """Run an experiment: `python launch.py [group=option ...] [key=value ...]`, or a sweep with `-m`."""
 
-import hydra
-from omegaconf import DictConfig
+from retrieval_exp.hub_access import decide_offline
 
-from retrieval_exp.experiment import main as run_experiment
+decide_offline()  # before huggingface_hub is imported, which reads HF_HUB_OFFLINE once
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from retrieval_exp.experiment import main as run_experiment  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from itertools import zip_longest
 from pathlib import Path
@@ -36,9 +35,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoTokenizer
 
-from retrieval_exp.batches import Triple
+from retrieval_exp.batches import BatchShape, Triple
 from retrieval_exp.data import irds
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.interfaces import Sampler
 from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.models.bi_encoder import BiEncoder
 from retrieval_exp.training.loop import TrainerSettings, train
@@ -81,11 +81,14 @@ def training_flops(triples: list[Triple], max_length: int) -> float:
     return 3 * forward_flops(AutoConfig.from_pretrained(MODEL), lengths)
 
 
-@dataclass
-class InOrder:
+class InOrder(Sampler):
     """The training loop's samples: the same triples, in the same order, every epoch."""
 
-    triples: list[Triple]
+    batch_shape = BatchShape.TRIPLES
+
+    def __init__(self, triples: list[Triple]) -> None:
+        super().__init__(seed=0)
+        self.triples = triples
 
     def __len__(self) -> int:
         return len(self.triples)

@@ -1,5 +1,5 @@
 """How closely a student's pair scores follow its teacher's: the seed notebook's evaluation of Method 3
-(the README's Methods section), over pairs ranked globally, not per query.
+(docs/METHODS.md, section 3), over pairs ranked globally, not per query.
 
 Ties are broken by position (the pair order given), so Recall@K and NDCG@K do not depend on a sort's whims; the
 authors' Recall@1 flipped between runs for that reason.

@@ -17,8 +17,9 @@ from omegaconf import DictConfig
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_beir_folder
 from retrieval_exp.errors import UserError
-from retrieval_exp.evaluation import Evaluation, cut, evaluate, write_outputs
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.interfaces import Retriever, TwoStageRetriever
+from retrieval_exp.measures import Evaluation, cut, evaluate, write_outputs
 from retrieval_exp.retrieval.rerank import FirstStage, Reranker
 from retrieval_exp.retrieval.run import DatasetRun, RunFile, write_trec
 from retrieval_exp.significance import geometric_mean
@@ -59,16 +60,12 @@ def collections(cfg: DictConfig) -> list[Collection]:
     return [Collection(name, **entry) for name, entry in benchmark.collections.items()]
 
 
-def prepare(cfg: DictConfig, needs_model: bool, retriever: Any) -> list[Collection]:
+def prepare(cfg: DictConfig, needs_model: bool, retriever: type[Retriever]) -> list[Collection]:
     """Register the collections' folders and check that each can be read and searched, so that a collection that
     cannot load fails at start-up, before any training, with one line naming it."""
     found = collections(cfg)
     first_stage = cfg.retriever.get("first_stage")
-    if (
-        cfg.get("benchmark")
-        and first_stage
-        and getattr(get_object(first_stage._target_), "needs_corpus", True) is False
-    ):
+    if cfg.get("benchmark") and first_stage and not get_object(first_stage._target_).needs_corpus:
         raise UserError(
             f"benchmark {cfg.benchmark.name!r}: the retriever's first stage is one stored run, which belongs to one "
             "collection; re-rank each collection's own first stage with retriever=rerank (BM25 on full corpora, "
@@ -84,7 +81,7 @@ def prepare(cfg: DictConfig, needs_model: bool, retriever: Any) -> list[Collecti
     return found
 
 
-def _prepare(collection: Collection, needs_model: bool, retriever: Any) -> None:
+def _prepare(collection: Collection, needs_model: bool, retriever: type[Retriever]) -> None:
     if collection.folder:
         if not Path(collection.folder).expanduser().is_dir():
             raise UserError(
@@ -108,8 +105,8 @@ def _prepare(collection: Collection, needs_model: bool, retriever: Any) -> None:
 
 
 def retriever_for(
-    collection: Collection, build: Callable[..., Any], encoder: Any, hardware: Hardware, depth: int | None, cache: Any
-) -> Any:
+    collection: Collection, build: Callable[..., Retriever], encoder: Any, hardware: Hardware, depth: int, cache: Any
+) -> Retriever:
     """What searches `collection`: on a pool, the model re-ranks its first stage (FirstStage evaluates it as it
     is); elsewhere the run's own retriever."""
     model_args = {} if encoder is None else {"encoder": encoder, "hardware": hardware}
@@ -121,7 +118,7 @@ def retriever_for(
 
 
 def evaluate_collection(
-    collection: Collection, retriever: Any, eval_cfg: DictConfig, out_dir: Path, tag: str
+    collection: Collection, retriever: Retriever, eval_cfg: DictConfig, out_dir: Path, tag: str
 ) -> tuple[Evaluation, dict[str, float], list[Path]]:
     """Search the collection's judged queries, measure, write its files in `out_dir`; returns the evaluation (first
     stage measures added as first_stage/*), query counts and search time, and the files written."""
@@ -139,7 +136,7 @@ def evaluate_collection(
     evaluation = evaluate(ranking, qrels, eval_cfg.measures)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
-    if isinstance(retriever, Reranker):
+    if isinstance(retriever, TwoStageRetriever):
         first_stage = evaluate(cut(retriever.candidates, depth, drop), qrels, eval_cfg.measures)
         write_trec(first_stage.run, out_dir / FIRST_STAGE_FILE, retriever.first_stage.name)
         evaluation.metrics |= {f"first_stage/{name}": value for name, value in first_stage.metrics.items()}

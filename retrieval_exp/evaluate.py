@@ -18,7 +18,7 @@ from pathlib import Path
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_beir_folder
 from retrieval_exp.errors import UserError
-from retrieval_exp.evaluation import RESULT_FILES, cut, evaluate, write_outputs
+from retrieval_exp.measures import RESULT_FILES, cut, evaluate, write_outputs
 from retrieval_exp.retrieval.run import RunFile, read_run
 from retrieval_exp.tracking.mlflow_run import TrackedRun, add_store_argument, open_experiment
 

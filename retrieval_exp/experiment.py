@@ -14,8 +14,6 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,33 +28,28 @@ from retrieval_exp.benchmark import MEANS, evaluate_collection, means, retriever
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import user_error
-from retrieval_exp.evaluation import RESULT_FILES, read_metrics, write_metrics
 from retrieval_exp.hardware import Hardware, seed_everything
+from retrieval_exp.measures import RESULT_FILES, read_metrics, write_metrics
+from retrieval_exp.plan import Plan, build_plan, require_complete
 from retrieval_exp.prefetch import prefetch
+from retrieval_exp.settings import plain
+from retrieval_exp.tracking.lifecycle import RUN_ID_FILE, tracked_run
 from retrieval_exp.tracking.mlflow_run import (
     MODEL_ARTIFACT,
     UNTRACKED,
     TrackedRun,
-    close_abandoned,
-    flatten,
-    git_commit,
-    open_experiment,
     require_store,
-    system_metrics,
 )
 from retrieval_exp.tracking.model_card import write_model_card
 from retrieval_exp.tracking.references import resolve_references
 from retrieval_exp.tracking.run_lock import run_lock
-from retrieval_exp.tracking.slurm import slurm_tags
 from retrieval_exp.tracking.sweep import current_sweep
 from retrieval_exp.training import distributed
 from retrieval_exp.training.distributed import Ranks
 from retrieval_exp.training.loop import train
-from retrieval_exp.training.preemption import Preempted, Terminated, terminate_raises
-from retrieval_exp.validation import Plan, require_complete, validate
+from retrieval_exp.training.preemption import Preempted, Terminated
 
 log = logging.getLogger(__name__)
-RUN_ID_FILE = "mlflow_run_id"
 AGREEMENT_FILE = "agreement.tsv"
 
 
@@ -104,7 +97,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     with run_lock(out_dir):  # a second launch of this config is refused while this one runs
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         started = time.perf_counter()
-        with _tracked(cfg, plan, out_dir) as tracked:
+        with tracked_run(cfg, plan, out_dir, [AGREEMENT_FILE]) as tracked:
             tracked.set_tags({f"source.{key}": run_id for key, run_id in sources.items()})
             metrics = _execute(cfg, plan, hardware, out_dir, tracked, ranks)
         _print_summary(cfg, plan, metrics, out_dir, tracked, time.perf_counter() - started)
@@ -118,7 +111,7 @@ def check(cfg: DictConfig) -> tuple[Plan, dict[str, str]]:
     require_complete(cfg)
     require_store(cfg.tracking.uri)
     sources = resolve_references(cfg, cfg.tracking.uri, Path(cfg.paths.cache))
-    return validate(cfg), sources
+    return build_plan(cfg), sources
 
 
 def _finished(out_dir: Path) -> dict[str, float] | None:
@@ -137,7 +130,7 @@ def _finished(out_dir: Path) -> dict[str, float] | None:
 def _execute(
     cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun, ranks: Ranks
 ) -> dict[str, float]:
-    model = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
+    model: Any = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
     build_retriever = plan.build_retriever
     if plan.trains and "cache_dir" in cfg.retriever:
         build_retriever = partial(build_retriever, cache_dir=None)  # a trained model's vectors would serve once
@@ -151,7 +144,7 @@ def _execute(
     cache = None if plan.trains else cfg.eval.embedding_cache  # only an unchanged model's vectors are worth keeping
     started = time.perf_counter()
     benchmark = cfg.get("benchmark")
-    depth = benchmark.rerank_depth if benchmark else None  # what pools re-rank; only benchmarks have pools
+    depth = benchmark.rerank_depth if benchmark else 0  # what pools re-rank; only benchmarks have pools
     results, outputs = {}, [out_dir / "config.yaml"]
     for collection in plan.collections:
         prefix, folder = (f"{collection.name}/", out_dir / collection.name) if benchmark else ("", out_dir)
@@ -184,25 +177,26 @@ def _train(
     with ranks.main_first():  # rank 0 fills the caches (mined negatives, teacher scores); the others then read them
         samples = instantiate(cfg.data.train)
         if plan.needs_teacher:
-            teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+            teacher = plain(cfg.teacher)
             samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
     if plan.needs_teacher:
         tracked.log_artifacts([samples.teacher_file], "teacher")
     validator = instantiate(cfg.validation) if cfg.get("validation") else None
+    loss, trainer = plan.training()
     result = train(
         model,
-        plan.loss,
+        loss,
         samples,
         instantiate(cfg.optim),
         instantiate(cfg.scheduler),
-        plan.trainer,
+        trainer,
         hardware,
         out_dir / "checkpoints",
         tracked.log_metrics,
         validator,
         ranks,
     )
-    tracked.log_metrics(getattr(samples, "report", {}))  # what the sampler found: negatives, teacher scores, lists
+    tracked.log_metrics(samples.report)  # what the sampler found: negatives, teacher scores, lists, groups
     if validator and validator.best is not None:
         tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
     tracked.log_metrics(
@@ -227,53 +221,6 @@ def _teacher_agreement(
     write_table(measures, out_dir / AGREEMENT_FILE)
     tracked.log_metrics({f"agreement/{name}": value for name, value in measures.items()})
     tracked.log_artifacts([out_dir / AGREEMENT_FILE])
-
-
-@contextmanager
-def _tracked(cfg: DictConfig, plan: Plan, out_dir: Path) -> Iterator[TrackedRun]:
-    """The run's MLflow record, ended FINISHED, or FAILED (and metrics.json removed) on any error; KILLED when a
-    signal stopped it after a checkpoint, or SIGTERM or Ctrl-C anywhere else. A run resumed from a checkpoint in the
-    same output directory continues its MLflow run."""
-    client, experiment_id = open_experiment(cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.experiment)
-    id_file = out_dir / RUN_ID_FILE
-    previous = id_file.read_text() if id_file.is_file() else None  # this directory's last MLflow run
-    resuming = previous is not None and (out_dir / "checkpoints").is_dir()
-    sweep = current_sweep()
-    overrides = list(HydraConfig.get().overrides.task)
-    model = cfg.model.name_or_path if plan.needs_model else "none"
-    tags = {
-        "method": plan.method,
-        "model": model,
-        "dataset": f"benchmark:{cfg.benchmark.name}" if cfg.get("benchmark") else cfg.data.test,
-        "collections": ",".join(collection.name for collection in plan.collections),
-        "train_dataset": cfg.data.train.get("dataset") or cfg.data.train.get("path") if plan.trains else "none",
-        "git_commit": git_commit(),
-        "output_dir": str(out_dir.resolve()),
-        "overrides": " ".join(overrides),
-    }
-    if sweep:
-        tags |= {"sweep_id": sweep.sweep_id, "mlflow.parentRunId": sweep.parent_run_id}
-    name = " · ".join([plan.method, Path(model).name, cfg.data.name, *(overrides if sweep else [])])
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    tracked = TrackedRun.start(client, experiment_id, name, tags, params, previous if resuming else None)
-    tracked.set_tags(slurm_tags())  # again on each requeue: the job's current log and restart count
-    if previous and not resuming:
-        close_abandoned(client, previous, tracked.run_id)
-    id_file.write_text(tracked.run_id)
-    try:
-        with terminate_raises(), system_metrics(tracked, cfg.tracking.get("system_metrics_every"), resuming):
-            yield tracked
-    except Preempted as stop:
-        tracked.set_tags({"stopped": str(stop)})
-        tracked.finish("KILLED")  # until the requeued job sets it running again
-        raise
-    except BaseException as err:
-        for path in [out_dir / AGREEMENT_FILE, *out_dir.glob("metrics.json"), *out_dir.glob("*/metrics.json")]:
-            path.unlink(missing_ok=True)  # no collection's partial result is mistaken for a finished one
-        tracked.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
-        tracked.finish("KILLED" if isinstance(err, KeyboardInterrupt | Terminated) else "FAILED")
-        raise
-    tracked.finish("FINISHED")
 
 
 def _peak_memory() -> dict[str, float]:

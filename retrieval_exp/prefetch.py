@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from retrieval_exp.benchmark import collections
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
+from retrieval_exp.settings import plain
 from retrieval_exp.tracking.references import is_run_id
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ DATASET_PARTS = ("docs", "queries", "qrels", "docpairs", "scoreddocs")
 def needs(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """The Hugging Face hub ids and the ir_datasets ids the config names (local folders, a benchmark's collections
     read from folders, and MLflow runs left out)."""
-    tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
+    tree = plain(OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"]))
     models = sorted({v for k, v in _items(tree) if k in MODEL_KEYS and _is_hub_id(v)})
     local = {collection.test for collection in collections(cfg) if collection.folder}
     datasets = sorted({v for k, v in _items(tree) if k in DATASET_KEYS and isinstance(v, str)} - local)

@@ -13,6 +13,8 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from retrieval_exp.settings import plain
+
 KEY_LENGTH = 10
 
 
@@ -20,7 +22,7 @@ def config_key(kind: str, *, _root_: DictConfig) -> str:
     """A short hash of the composed config as written (before interpolation, so the machine's environment does not
     enter it). `kind="sweep"` also hashes the sweep's overrides, which the master config of a multirun leaves out;
     its jobs would hash their own configs, so tracking.sweep pins the master's value for them."""
-    config = OmegaConf.to_container(_root_, resolve=False)
+    config = plain(_root_, resolve=False)
     config.pop("hydra", None)
     parts: list = [config]
     if kind == "sweep":

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
+from omegaconf import DictConfig, OmegaConf
+
 from retrieval_exp.errors import UserError
 
 T = TypeVar("T")
@@ -54,6 +56,11 @@ NonNegativeFloat = Annotated[float, AtLeast(0)]  # margins, weights
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
+def plain(node: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """A config mapping as plain Python containers (interpolations resolved unless `resolve` is False)."""
+    return typing.cast(dict[str, Any], OmegaConf.to_container(node, resolve=resolve))
+
+
 def build(cls: type[T], node: Mapping[str, Any], where: str) -> T:
     """`cls(**node)` once every value of `node` matches its declaration in `cls` (`where` is the node's config key)."""
     check_arguments(cls, node, where)
@@ -82,7 +89,8 @@ def check_arguments(target: Callable[..., Any], node: Mapping[str, Any], where: 
 def _hints(target: Callable[..., Any]) -> dict[str, Any]:
     """`target`'s parameter annotations, Annotated extras kept; none where they cannot be resolved."""
     try:
-        return typing.get_type_hints(target.__init__ if isinstance(target, type) else target, include_extras=True)
+        declared = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]  # the class's own
+        return typing.get_type_hints(declared, include_extras=True)
     except Exception:  # an annotation naming what its module does not import at run time
         return {}
 

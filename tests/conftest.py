@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONF = REPO / "tests" / "conf"
@@ -24,7 +25,8 @@ os.environ["RETRIEVAL_EXP_TINY_LLAMA"] = str(_SESSION / "tiny_llama")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
 
 TINY = ["model=tiny_bert", "data=tiny", "trainer.batch_size=4", "trainer.log_every=1", "hardware.encode_batch_size=8"]
 
@@ -87,6 +89,32 @@ def build_tiny_llama(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+SUBPROCESS_HELPERS = {"launch", "launch_command", "subprocess"}  # launch.py, or a `python -m` tool, as a user runs it
+SLOW_FIXTURES = {"mlflow_server", "slurm"}  # start a server or a cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast tier (`pytest -m "not slow"`) leaves out every test that runs a subprocess (launch.py or a
+    `python -m` tool, itself or through a helper of the tests) or needs a server, found from the code and fixtures,
+    so a new test of that kind is tiered without a mark; other slow tests carry @pytest.mark.slow themselves."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if (function is not None and _runs_launch(function)) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def _runs_launch(function: Any, depth: int = 3) -> bool:
+    """`function`, or a function of the tests that it calls (to `depth`), names a subprocess helper."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return False
+    if SUBPROCESS_HELPERS & set(code.co_names):
+        return True
+    called = (function.__globals__.get(name) for name in code.co_names)
+    helpers = [f for f in called if callable(f) and getattr(f, "__module__", "").startswith("tests.")]
+    return depth > 0 and any(_runs_launch(helper, depth - 1) for helper in helpers)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_bert() -> Path:
     folder = Path(os.environ["RETRIEVAL_EXP_TINY_MODEL"])
@@ -107,6 +135,23 @@ def compose_config(*overrides: str) -> DictConfig:
     """The real conf/ composed with the tests' extra options (tiny_bert, tiny) on the search path."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"hydra.searchpath=[file://{TEST_CONF}]", *overrides])
+
+
+def run_recipe(workdir: Path, *overrides: str, tiny: bool = True) -> dict[str, float]:
+    """The recipe in this process, on the config `launch` would compose (tracking into `workdir`, output in
+    workdir/run): for run-contract tests where a subprocess is not the point. Bad input raises UserError."""
+    from retrieval_exp.experiment import run
+
+    command = launch_command(workdir, *overrides, tiny=tiny)[2:]  # the overrides after `python launch.py`
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=command, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(workdir / "run")
+    HydraConfig.instance().set_config(cfg)
+    (workdir / "run").mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return run(cfg)
 
 
 def launch(

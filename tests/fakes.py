@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from retrieval_exp.batches import BatchShape
+from retrieval_exp.batches import BatchShape, TripleBatch
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.losses.base import Loss
-from retrieval_exp.models.bi_encoder import TripleBatch
 
 UNMASKED = TripleBatch(None, None, 0)  # type: ignore[arg-type]  # a batch without false negatives, for losses' tests
 
@@ -16,7 +16,7 @@ UNMASKED = TripleBatch(None, None, 0)  # type: ignore[arg-type]  # a batch witho
 class CrossEncoderOnlyLoss(Loss):
     name = "cross_encoder_only"
     batch_shape = BatchShape.TRIPLES
-    model_kinds = ("cross_encoder",)
+    model_kinds = (ModelKind.CROSS_ENCODER,)
 
     def __init__(self, **preset: Any) -> None:  # takes the settings of the preset loss it stands in for
         self.preset = preset
@@ -25,7 +25,9 @@ class CrossEncoderOnlyLoss(Loss):
         raise AssertionError("never trained: the config check must stop it first")
 
 
-class RankedListLoss(CrossEncoderOnlyLoss):
-    name = "ranked_list"
+class BiEncoderListLoss(CrossEncoderOnlyLoss):
+    """Trains bi-encoders, but on ranked lists, which no bi-encoder sampler makes."""
+
+    name = "bi_encoder_lists"
     batch_shape = BatchShape.RANKED_LISTS
-    model_kinds = ("bi_encoder",)
+    model_kinds = (ModelKind.BI_ENCODER,)

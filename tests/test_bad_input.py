@@ -99,9 +99,9 @@ CASES = {  # kind: (overrides, the inputs to make, the line printed)
         "trains cross_encoder models, but the model is a bi_encoder",
     ),
     "loss for other batches": (
-        ["loss._target_=tests.fakes.RankedListLoss"],
+        ["loss._target_=tests.fakes.BiEncoderListLoss"],
         _nothing,
-        "needs ranked lists (q, [d]*n, targets) batches",
+        "loss 'bi_encoder_lists' needs ranked lists (q, [d]*n, targets) batches",
     ),
     "model for another loss": (["model=tiny_revela"], _nothing, "loss 'infonce' trains bi_encoder models"),
     "loss that cannot be imported": (["loss._target_=retrieval_exp.losses.Nothing"], _nothing, "cannot be imported"),

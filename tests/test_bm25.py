@@ -8,6 +8,7 @@ import pytest
 
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_beir_folder
+from retrieval_exp.ir_types import Corpus
 from retrieval_exp.retrieval.bm25 import BM25
 
 DOCS = {"d1": "apple banana", "d2": "apple apple cherry", "d3": "banana cherry date", "d4": "elderberry fig"}
@@ -20,7 +21,7 @@ def lucene_bm25(tf: int, doc_length: int, docs_with_term: int, k1: float = 0.9, 
 
 
 @pytest.fixture(scope="module")
-def fruit_corpus(tmp_path_factory: pytest.TempPathFactory) -> irds.Corpus:
+def fruit_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     folder = tmp_path_factory.mktemp("fruit")
     (folder / "corpus.jsonl").write_text(
         "".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in DOCS.items())
@@ -30,7 +31,7 @@ def fruit_corpus(tmp_path_factory: pytest.TempPathFactory) -> irds.Corpus:
     return irds.corpus("fruit/all")
 
 
-def test_scores_match_lucene_formula_by_hand(fruit_corpus: irds.Corpus, tmp_path: Path) -> None:
+def test_scores_match_lucene_formula_by_hand(fruit_corpus: Corpus, tmp_path: Path) -> None:
     run = BM25(index_root=str(tmp_path)).search(fruit_corpus, {"q": "apple"}, depth=10)
     # 'apple' occurs in d1 (tf 1, length 2) and d2 (tf 2, length 3): d2 first, nothing else matches.
     assert list(sorted(run["q"], key=run["q"].get, reverse=True)) == ["d2", "d1"]
@@ -38,14 +39,14 @@ def test_scores_match_lucene_formula_by_hand(fruit_corpus: irds.Corpus, tmp_path
     assert run["q"]["d1"] == pytest.approx(lucene_bm25(1, 2, 2), abs=1e-4)
 
 
-def test_two_term_query_adds_term_scores(fruit_corpus: irds.Corpus, tmp_path: Path) -> None:
+def test_two_term_query_adds_term_scores(fruit_corpus: Corpus, tmp_path: Path) -> None:
     run = BM25(index_root=str(tmp_path)).search(fruit_corpus, {"q": "banana date"}, depth=10)
     expected_d3 = lucene_bm25(1, 3, 2) + lucene_bm25(1, 3, 1)
     assert max(run["q"], key=run["q"].get) == "d3"
     assert run["q"]["d3"] == pytest.approx(expected_d3, abs=1e-4)
 
 
-def test_index_is_built_once_and_reused(fruit_corpus: irds.Corpus, tmp_path: Path) -> None:
+def test_index_is_built_once_and_reused(fruit_corpus: Corpus, tmp_path: Path) -> None:
     first = BM25(index_root=str(tmp_path)).index(fruit_corpus)
     stamp = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
     second = BM25(k1=1.2, b=0.75, index_root=str(tmp_path)).index(fruit_corpus)

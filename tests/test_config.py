@@ -5,8 +5,8 @@ from hydra.utils import get_object, instantiate
 
 from retrieval_exp.data.local import register_all
 from retrieval_exp.errors import UserError
+from retrieval_exp.plan import build_plan
 from retrieval_exp.tracking.mlflow_run import DEFAULT_STORE
-from retrieval_exp.validation import validate
 from tests.conftest import REPO, TEST_CONF, TINY, compose_config
 
 OPTIONS = sorted(  # every option of every group, the tests' own included, presets in sub-folders by their path
@@ -60,7 +60,7 @@ def test_objects_build_from_their_configs() -> None:
 def plan_of(*overrides: str):  # noqa: ANN201
     cfg = compose_config(*TINY, *overrides)
     register_all(cfg.data.register)
-    return validate(cfg)
+    return build_plan(cfg)
 
 
 def test_valid_configs_give_a_plan() -> None:

@@ -7,13 +7,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from retrieval_exp.batches import Triple
+from retrieval_exp.batches import Triple, TripleBatch, TripleEmbeddings
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.data.triples import MinedTriples
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.distillation import KLDistill, MarginMSE
-from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
 from retrieval_exp.retrieval.bm25 import BM25
 from tests.conftest import TINY, compose_config
 

@@ -84,6 +84,7 @@ def two_processes(tmp_path: Path, model_folder: Path, gather: bool, cache_chunk:
     return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache_chunk", [None, 3])  # 3: each rank's 4 queries and 8 documents in uneven chunks
 def test_two_processes_gathering_in_batch_negatives_compute_the_loss_and_gradients_of_one(
     tmp_path: Path, tiny_bert: Path, cache_chunk: int | None
@@ -97,6 +98,7 @@ def test_two_processes_gathering_in_batch_negatives_compute_the_loss_and_gradien
     assert any(expected.abs().max() > 1e-4 for expected in change.values())  # the step did move the weights
 
 
+@pytest.mark.slow
 def test_without_gathering_each_process_sees_only_its_half_of_the_negatives(tmp_path: Path, tiny_bert: Path) -> None:
     loss, _ = one_step(tiny_bert, tmp_path / "single", False, Ranks())
     ranks = two_processes(tmp_path, tiny_bert, gather=False)

@@ -9,10 +9,10 @@ from hydra.utils import instantiate
 from retrieval_exp.data.local import register_all
 from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.plan import build_plan
 from retrieval_exp.training import checkpoint
 from retrieval_exp.training.optim import parameter_groups
 from retrieval_exp.training.rerank_validation import RerankValidation
-from retrieval_exp.validation import validate
 from tests.conftest import TINY, compose_config
 from tests.test_training import run_training
 
@@ -66,7 +66,7 @@ def test_loss_patience_and_validation_cannot_both_stop() -> None:
     cfg = compose_config(*PAPER_TINY, "optim=adamw", "trainer.loss_patience=2")
     register_all(cfg.data.register)
     with pytest.raises(UserError, match="trainer.loss_patience and validation both stop early"):
-        validate(cfg)
+        build_plan(cfg)
 
 
 def test_bias_and_norm_weights_can_be_exempt_from_weight_decay() -> None:
@@ -103,4 +103,4 @@ def test_8bit_adam_without_bitsandbytes_is_one_line() -> None:
     cfg = compose_config(*PAPER_TINY)
     register_all(cfg.data.register)
     with pytest.raises(UserError, match=r"optim adam8bit needs bitsandbytes: pip install -e '.\[adam8bit\]'"):
-        validate(cfg)
+        build_plan(cfg)

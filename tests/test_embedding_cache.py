@@ -6,9 +6,10 @@ from pathlib import Path
 import torch
 
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.interfaces import Embedder
 from retrieval_exp.models.bi_encoder import BiEncoder
 from retrieval_exp.retrieval.dense import DenseRetriever
-from retrieval_exp.retrieval.embedding_cache import Embedder, embed_cached
+from retrieval_exp.retrieval.embedding_cache import embed_cached
 from retrieval_exp.retrieval.rerank import Reranker
 from retrieval_exp.retrieval.run import RunFile
 
@@ -57,7 +58,7 @@ def test_the_fingerprint_follows_weights_and_tokenisation(tiny_bert: Path) -> No
 
 
 def test_dense_retrieval_and_bi_encoder_reranking_read_the_cache(tmp_path: Path, tiny_bert: Path) -> None:
-    from retrieval_exp.data.irds import Corpus, content_key
+    from retrieval_exp.ir_types import Corpus, content_key
 
     ids = ["a", "b", "c"]
     corpus = Corpus(content_key(ids, TEXTS), ids, TEXTS)

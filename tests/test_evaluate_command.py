@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_beir_folder
-from retrieval_exp.evaluation import cut, evaluate
+from retrieval_exp.measures import cut, evaluate
 from retrieval_exp.retrieval.run import read_trec
 from tests.conftest import REPO, TINY_DATA
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from retrieval_exp.batches import Triple
+from retrieval_exp.batches import Triple, TripleBatch, TripleEmbeddings, block_diagonal
 from retrieval_exp.data.triples import in_batch_false_negatives, without_repeats
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.losses.distillation import HybridKD
 from retrieval_exp.losses.margin import StaticMargin
-from retrieval_exp.models.bi_encoder import BiEncoder, TripleBatch, TripleEmbeddings, block_diagonal
+from retrieval_exp.models.bi_encoder import BiEncoder
 from tests.conftest import launch
 from tests.test_launch import runs
 

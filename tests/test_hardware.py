@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from retrieval_exp.hardware import Hardware
@@ -10,6 +11,7 @@ from retrieval_exp.models.bi_encoder import BiEncoder
 TEXTS = ["the cat sat on the mat", "a dog", "cells divide and the mat is red and the cat is old"]
 
 
+@pytest.mark.slow
 def test_compiled_model_encodes_as_the_plain_one(tiny_bert: Path, tmp_path: Path) -> None:
     plain = BiEncoder(str(tiny_bert))
     expected = plain.embed(TEXTS, "doc", batch_size=2)

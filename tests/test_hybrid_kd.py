@@ -14,7 +14,7 @@ from scipy import stats
 from sklearn import metrics
 
 from retrieval_exp.agreement import ndcg_at, teacher_agreement
-from retrieval_exp.batches import Triple
+from retrieval_exp.batches import Triple, TripleBatch, TripleEmbeddings
 from retrieval_exp.data import irds
 from retrieval_exp.data.local import register_all
 from retrieval_exp.data.pairs import ScoredPairs
@@ -25,7 +25,7 @@ from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.losses.distillation import HybridKD
-from retrieval_exp.models.bi_encoder import BiEncoder, TripleBatch, TripleEmbeddings
+from retrieval_exp.models.bi_encoder import BiEncoder
 from tests.conftest import REPO, TINY, compose_config, launch
 
 QRECC = REPO / "tests" / "data" / "qrecc"

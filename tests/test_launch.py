@@ -1,5 +1,5 @@
-"""launch.py as a user runs it, on the tiny model and collection: the run contract, the MLflow records, a sweep,
-and bad input."""
+"""The recipe on the tiny model and collection: the run contract and the MLflow records (in-process, run_recipe),
+and launch.py as a user runs it where the process is the point: sweeps, exit codes, bad input, reruns."""
 
 import json
 import shutil
@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import launch
+from tests.conftest import launch, run_recipe
 
 CONTRACT = ("config.yaml", "metrics.json", "run.trec", "perquery.tsv")
 
@@ -20,9 +20,8 @@ def runs(workdir: Path) -> list:  # noqa: ANN201
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
 
 
-def test_default_experiment_keeps_the_run_contract(tmp_path: Path) -> None:
-    done = launch(tmp_path, "trainer.max_steps=3", "trainer.checkpoint_every=2", "tracking.system_metrics_every=1")
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_default_experiment_keeps_the_run_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_recipe(tmp_path, "trainer.max_steps=3", "trainer.checkpoint_every=2", "tracking.system_metrics_every=1")
     out = tmp_path / "run"
     assert all((out / name).is_file() for name in CONTRACT)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -33,7 +32,7 @@ def test_default_experiment_keeps_the_run_contract(tmp_path: Path) -> None:
     assert len(lines) == 6 * 30  # every document of the tiny corpus, for each test query
     assert "${" not in (out / "config.yaml").read_text()
     assert (out / "model" / "config.json").is_file() and not (out / "checkpoints").exists()
-    assert "infonce on tiny/test: " in done.stdout
+    assert "infonce on tiny/test: " in capsys.readouterr().out
 
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED"
@@ -80,8 +79,7 @@ def test_sweep_records_one_run_per_value_under_a_parent(
 
 
 def test_bm25_preset_on_the_tiny_collection(tmp_path: Path) -> None:
-    done = launch(tmp_path, "experiment=bm25")
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_recipe(tmp_path, "experiment=bm25")
     [run] = runs(tmp_path)
     assert run.data.tags["method"] == "bm25" and run.data.tags["model"] == "none"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["RR@10"] > 0.5
@@ -164,8 +162,7 @@ def test_rerun_in_the_same_directory_resumes_training_and_its_mlflow_run(tmp_pat
 def test_paper_preset_runs_at_tiny_scale(tmp_path: Path) -> None:
     from tests.test_early_stopping import PAPER_TINY
 
-    done = launch(tmp_path, *PAPER_TINY, "optim=adamw", "tracking.experiment=tiny", tiny=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_recipe(tmp_path, *PAPER_TINY, "optim=adamw", "tracking.experiment=tiny", tiny=False)
     [run] = runs(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     validations = client.get_metric_history(run.info.run_id, "val/nDCG_at_10")
@@ -175,14 +172,12 @@ def test_paper_preset_runs_at_tiny_scale(tmp_path: Path) -> None:
 
 
 def test_teacher_distillation_runs_end_to_end(tmp_path: Path) -> None:
-    done = launch(tmp_path, "loss=margin_mse", "model@teacher=tiny_bert", "trainer.max_steps=2")
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_recipe(tmp_path, "loss=margin_mse", "model@teacher=tiny_bert", "trainer.max_steps=2")
     [run] = runs(tmp_path)
     assert run.data.tags["method"] == "margin_mse" and run.data.params["teacher.pooling"] == "mean"
 
 
 @pytest.mark.parametrize("preset", ["zero_shot", "self_distill/scifact"])
 def test_preset_runs_at_tiny_scale(tmp_path: Path, preset: str) -> None:
-    done = launch(tmp_path, f"experiment={preset}", "trainer.max_steps=2", "tracking.experiment=tiny")
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_recipe(tmp_path, f"experiment={preset}", "trainer.max_steps=2", "tracking.experiment=tiny")
     assert (tmp_path / "run" / "metrics.json").is_file()

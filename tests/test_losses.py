@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from retrieval_exp.batches import TripleEmbeddings
 from retrieval_exp.losses.contrastive import InfoNCE
-from retrieval_exp.models.bi_encoder import TripleEmbeddings
 from tests.fakes import UNMASKED
 
 

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from retrieval_exp.batches import TripleEmbeddings
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.margin import AdaptiveMargin, DistributedMargin, StaticMargin
-from retrieval_exp.models.bi_encoder import TripleEmbeddings
 from tests.fakes import UNMASKED
 
 

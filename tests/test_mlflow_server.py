@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval_exp.experiment import RUN_ID_FILE
+from retrieval_exp.tracking.lifecycle import RUN_ID_FILE
 from tests.conftest import launch
 
 

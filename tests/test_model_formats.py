@@ -18,10 +18,10 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from transformers import AutoTokenizer, ElectraConfig, ElectraModel, RobertaConfig, RobertaModel
 
 from retrieval_exp.errors import UserError
-from retrieval_exp.experiment import RUN_ID_FILE
 from retrieval_exp.models.bi_encoder import BiEncoder
 from retrieval_exp.models.cross_encoder import CrossEncoder
 from retrieval_exp.models.st_format import declared_settings
+from retrieval_exp.tracking.lifecycle import RUN_ID_FILE
 from retrieval_exp.tracking.model_card import write_model_card
 from tests.conftest import REPO, compose_config, launch
 

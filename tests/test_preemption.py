@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval_exp.experiment import RUN_ID_FILE
+from retrieval_exp.tracking.lifecycle import RUN_ID_FILE
 from retrieval_exp.training.preemption import DeferredStop, Preempted, Terminated, terminate_raises
 from tests.conftest import REPO, launch_command
 from tests.test_launch import runs

@@ -170,6 +170,7 @@ def test_scifact_pipeline_runs_tiny_from_a_teacher_run_made_by_the_suite(tmp_pat
     assert {r.data.tags["source.data.train.first_stage.path"] for r in children} == {run_id(teacher.stdout)}
     [combined] = [r for r in children if r.data.tags["method"] == "ranknet+adr_mse"]
     assert {"train/ranknet", "train/adr_mse"} <= combined.data.metrics.keys()
+    assert {"data/lists", "data/queries_dropped"} <= combined.data.metrics.keys()  # the sampler's report
 
 
 def test_bad_references_fail_with_one_line(tmp_path: Path) -> None:

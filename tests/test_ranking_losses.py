@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from retrieval_exp.batches import ListBatch, ListScores
 from retrieval_exp.errors import UserError
 from retrieval_exp.losses.contrastive import InfoNCE
 from retrieval_exp.losses.ranking import ApproxRankMSE, ListwiseInfoNCE, RankNet, SupervisedMarginMSE, ordered_pairs
 from retrieval_exp.losses.weighted import WeightedSum
-from retrieval_exp.models.cross_encoder import ListBatch, ListScores
 
 
 def batch(scores: list[list[float]], targets: list[list[float]]) -> tuple[ListScores, ListBatch]:

@@ -206,6 +206,7 @@ def test_scifact_preset_trains_and_evaluates_the_retriever(tmp_path: Path, loss:
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = runs(tmp_path)
     assert run.info.status == "FINISHED" and run.data.tags["method"] == loss and run.data.metrics["train/steps"] == 2
+    assert run.data.metrics["data/groups"] > 0  # the sampler's report, logged for every sampler
     assert (tmp_path / "run" / "run.trec").is_file() and (tmp_path / "run" / "model" / "config.json").is_file()
     if loss == "revela":
         assert {"train/lm_inbatch", "train/lm_plain"} <= set(run.data.metrics)

@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, launch, launch_command
 from tests.test_launch import runs
 
+pytestmark = pytest.mark.slow  # real collections, SLURM, parallel sweeps: the full tier only
+
 STATE = Path(os.environ.get("RETRIEVAL_EXP_SLURM_STATE", "/tmp/retrieval_exp_slurm"))
 ON_SLURM = "hardware=slurm_cpu"  # tests/conf/hardware/slurm_cpu.yaml: a site file for the loopback cluster
 

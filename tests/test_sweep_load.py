@@ -4,9 +4,12 @@ leave none RUNNING."""
 import subprocess
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, launch_command
+
+pytestmark = pytest.mark.slow  # real collections, SLURM, parallel sweeps: the full tier only
 
 
 def test_two_parallel_sweeps_into_one_store_record_every_run_finished(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The training loop: schedule shape, loss going down, resume continuing at the exact step, and a diverged run
 stopped at its step."""
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from retrieval_exp.training.distributed import SINGLE_PROCESS
 from retrieval_exp.training.loop import TrainerSettings, TrainingDiverged, TrainingResult, _require_finite, train
 from retrieval_exp.training.rerank_validation import RerankValidation
 from retrieval_exp.training.schedule import warmup_decay
-from tests.conftest import TINY, compose_config, launch
+from tests.conftest import REPO, TINY, compose_config, launch
 from tests.test_launch import runs
 
 
@@ -87,6 +88,14 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
     assert len(resumed_run.losses) == 4  # interrupted before step 2 was checkpointed: steps 2-5 run again
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_the_tiny_training_follows_its_pinned_loss_curve(tmp_path: Path) -> None:
+    """A change to the loop, the sampler's order, the collation or a loss that changes what trains fails here
+    (torchtune's recipe tests). The file says when to regenerate it; it is kept out of tests/data, whose words make
+    the tiny model's vocabulary."""
+    pinned = json.loads((REPO / "tests" / "pinned" / "tiny_loss_curve.json").read_text())["losses"]
+    assert run_training(tmp_path, max_steps=len(pinned), overrides=()).losses == pytest.approx(pinned, rel=1e-4)
 
 
 def test_loss_goes_down_on_repeated_data(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Revela's training data: groups of text chunks, read from the authors' JSONL or built from any corpus.
 
 A group's chunks attend to each other in the LM, so a group should hold related text: the authors' Wikipedia groups
-are a seed chunk with its BM25 neighbours (README: Methods), which `CorpusChunkGroups` builds from any ir_datasets
-corpus with Lucene BM25 (pyserini).
+are a seed chunk with its BM25 neighbours (docs/METHODS.md, section 4), which `CorpusChunkGroups` builds from any
+ir_datasets corpus with Lucene BM25 (pyserini).
 """
 
 from __future__ import annotations
@@ -18,30 +18,31 @@ from transformers import AutoTokenizer
 
 from retrieval_exp.batches import BatchShape
 from retrieval_exp.data import irds
-from retrieval_exp.data.irds import Corpus
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import Sampler
+from retrieval_exp.ir_types import Corpus, ranked
 from retrieval_exp.retrieval.bm25 import BM25
-from retrieval_exp.retrieval.run import ranked
 from retrieval_exp.settings import Positive
 
 log = logging.getLogger(__name__)
 
 
-class ChunkGroups:
+class ChunkGroups(Sampler):
     """Groups from a JSONL file, one per line: a list of texts, or {"src": ..., "text": [...]}. As the authors'
     dataset class: the first `group_size` texts of each line, their order shuffled and the lines shuffled (seeded);
     each later epoch reshuffles the lines. Lines with fewer texts are an error."""
 
     batch_shape = BatchShape.CHUNK_GROUPS
-    requires: tuple[str, ...] = ()
 
     def __init__(self, path: str, group_size: Positive = 16, seed: int = 42) -> None:
-        self.path, self.group_size, self.seed = Path(path).expanduser(), group_size, seed
+        super().__init__(seed)
+        self.path, self.group_size = Path(path).expanduser(), group_size
         self._groups: list[tuple[str, ...]] | None = None
 
     def groups(self) -> list[tuple[str, ...]]:
         if self._groups is None:
             self._groups = self._read(self.source())
+            self.report["data/groups"] = len(self._groups)
         return self._groups
 
     def source(self) -> Path:
@@ -74,7 +75,7 @@ class ChunkGroups:
     def epoch(self, epoch: int) -> list[tuple[str, ...]]:
         groups = list(self.groups())
         if epoch:
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(groups)
+            self.epoch_rng(epoch).shuffle(groups)
         return groups
 
 

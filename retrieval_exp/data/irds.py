@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 from typing import Any
@@ -12,8 +10,7 @@ from typing import Any
 import ir_datasets
 
 from retrieval_exp.errors import UserError
-
-Qrels = dict[str, dict[str, int]]
+from retrieval_exp.ir_types import Corpus, Qrels, content_key
 
 logging.getLogger("ir_datasets").setLevel(logging.WARNING)
 
@@ -40,19 +37,6 @@ def require(dataset_id: str, *parts: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Corpus:
-    """All documents of a dataset, in ir_datasets order; `key` identifies its content for caches (BM25 indexes,
-    document embeddings)."""
-
-    key: str
-    ids: list[str]
-    texts: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
 def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:
     try:
         return list(rows)
@@ -61,15 +45,6 @@ def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:
             f"cannot read the {what} of {dataset_id!r} ({err}): without internet, fill IR_DATASETS_HOME first "
             "(README, 'Offline use')"
         ) from None
-
-
-def content_key(ids: list[str], texts: list[str]) -> str:
-    """A digest of the documents themselves: the same texts under the same ids give the same key, whichever loader
-    read them (no optional loader method such as docs_namespace() is relied on; classic collections lack some)."""
-    digest = hashlib.sha1()
-    for doc_id, text in zip(ids, texts):
-        digest.update(f"{doc_id}\x1f{text}\x1e".encode())
-    return f"{len(ids)}:{digest.hexdigest()[:20]}"
 
 
 @lru_cache(maxsize=4)

@@ -151,4 +151,4 @@ def register_all(entries: Mapping[str, Mapping[str, str]] | None) -> None:
         if "qrecc" in entry:
             register_qrecc(dataset_id, entry["qrecc"])
         else:
-            register_beir_folder(dataset_id, entry["folder"], entry.get("split"), entry.get("pool", False))
+            register_beir_folder(dataset_id, entry["folder"], entry.get("split"), bool(entry.get("pool", False)))

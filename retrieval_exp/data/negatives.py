@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from retrieval_exp.errors import UserError
-from retrieval_exp.retrieval.run import Run, ranked
+from retrieval_exp.ir_types import Run, ranked
 
 RESCORE_BATCH = 64
 

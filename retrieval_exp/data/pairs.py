@@ -1,5 +1,5 @@
 """Scored pairs (q, d, t): every relevant (query, document) pair of a dataset's qrels with its teacher score, kept
-or dropped by a selective-distillation rule (Method 3, the README's Methods section)."""
+or dropped by a selective-distillation rule (Method 3, docs/METHODS.md, section 3)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class ScoredPairs(TripleSampler):
             d for q, docs in judged.items() if q in queries for d, rel in docs.items() if rel >= self.min_relevance
         }
         texts = irds.documents(self.dataset, doc_ids)
-        examples = [
+        examples: list[Example] = [
             (q, d, [])
             for q in sorted(judged)
             if q in queries

@@ -1,4 +1,4 @@
-"""QReCC's JSON turns as an ir_datasets id (Method 3's data, the README's Methods section).
+"""QReCC's JSON turns as an ir_datasets id (Method 3's data, docs/METHODS.md, section 3).
 
 Each turn gives a query (`Rewrite`, else `Question`, else `query`) and its one relevant document, the turn's answer
 (`Answer`, else the joined `relevant_passages`, else the joined `Context`); a turn is kept when the query is longer

@@ -28,7 +28,8 @@ from retrieval_exp.batches import BatchShape, RankedList
 from retrieval_exp.data import irds
 from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.errors import UserError
-from retrieval_exp.retrieval.run import ranked
+from retrieval_exp.interfaces import Retriever, Sampler
+from retrieval_exp.ir_types import NO_DOCUMENTS, ranked
 from retrieval_exp.settings import Positive
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Candidates:
     negatives: dict[str, list[str]]
 
 
-class RankedLists:
+class RankedLists(Sampler):
     """One list per judged query of `dataset` that can fill `sample_size` by the strategy; the others are dropped
     and counted (`data/queries_dropped`). The same (seed, epoch) draws the same lists."""
 
@@ -69,7 +70,7 @@ class RankedLists:
     def __init__(
         self,
         dataset: str,
-        first_stage: Any,
+        first_stage: Retriever,
         depth: Positive = 100,
         sample_size: int = 8,
         sampling_strategy: str = "single_relevant",
@@ -94,16 +95,17 @@ class RankedLists:
         self.filter = NegativeFilter(depth, negatives_from, max_relative_score, rescorer)
         self.dataset, self.first_stage, self.depth, self.sample_size = dataset, first_stage, depth, sample_size
         self.strategy, self.target_kind, self.add_missing = sampling_strategy, targets, add_docs_not_in_ranking
-        self.min_relevance, self.seed = min_relevance, seed
+        super().__init__(seed)
+        self.min_relevance = min_relevance
         self._lists: list[Candidates] | None = None
-        self.report: dict[str, float] = {}
 
-    def prepare(self) -> None:
+    def prepare(self) -> list[Candidates]:
+        """The lists, read and drawn up on first use."""
         if self._lists is not None:
-            return
+            return self._lists
         judged = irds.qrels(self.dataset)
         self.queries = {q: text for q, text in irds.queries(self.dataset).items() if q in judged}
-        corpus = irds.corpus(self.dataset) if getattr(self.first_stage, "needs_corpus", True) else None
+        corpus = irds.corpus(self.dataset) if self.first_stage.needs_corpus else NO_DOCUMENTS
         run = self.first_stage.search(corpus, self.queries, self.depth)
         lists = [self._candidates(q, run.get(q, {}), judged[q]) for q in sorted(self.queries)]
         wanted = {d for c in lists for d in c.doc_ids}
@@ -117,8 +119,8 @@ class RankedLists:
         filtered: dict[str, float] = {}
         if self.strategy == "single_relevant":
             lists, filtered = self._denoised(lists, run)
-        self._lists = [c for c in lists if self._fills(c)]
-        self.report = {"data/lists": len(self._lists), "data/queries_dropped": len(lists) - len(self._lists)}
+        kept = self._lists = [c for c in lists if self._fills(c)]
+        self.report = {"data/lists": len(kept), "data/queries_dropped": len(lists) - len(kept)}
         self.report |= filtered
         if not self._lists:
             raise UserError(
@@ -135,6 +137,7 @@ class RankedLists:
             self.target_kind,
             len(lists) - len(self._lists),
         )
+        return kept
 
     def _candidates(self, query_id: str, scored: dict[str, float], labels: dict[str, int]) -> Candidates:
         order = [d for d, _ in ranked(scored)][: self.depth]
@@ -169,14 +172,12 @@ class RankedLists:
         return len(candidates.doc_ids) >= self.sample_size
 
     def __len__(self) -> int:
-        self.prepare()
-        return len(self._lists)
+        return len(self.prepare())
 
     def epoch(self, epoch: int) -> list[RankedList]:
         """The lists of `epoch`, queries shuffled, documents drawn."""
-        self.prepare()
-        rng = random.Random(self.seed * 1_000_003 + epoch)
-        order = list(self._lists)
+        order = list(self.prepare())
+        rng = self.epoch_rng(epoch)
         rng.shuffle(order)
         return [self._draw(candidates, rng) for candidates in order]
 

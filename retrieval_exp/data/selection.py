@@ -1,4 +1,4 @@
-"""Selective distillation: which teacher-scored pairs a student trains on (the README's Methods section).
+"""Selective distillation: which teacher-scored pairs a student trains on (docs/METHODS.md, section 3).
 
 A rule sees every pair's teacher score and returns the positions it keeps, with the threshold it applied.
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import statistics
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -15,33 +15,34 @@ from retrieval_exp.data import irds
 from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import Sampler
 from retrieval_exp.settings import Positive
 
 log = logging.getLogger(__name__)
 Example = tuple[str, str, list[str]]  # query id, positive doc id, the doc ids its negatives are drawn from
 
 
-class TripleSampler(ABC):
+class TripleSampler(Sampler):
     """Examples read once; each epoch shuffles them and draws `negatives` per example from its candidates, the same
     for the same (seed, epoch). The candidates are fixed at load time, so a teacher can score them all beforehand.
     Each triple carries its ids and its query's relevant documents (every positive of the examples), for the
     in-batch losses' false-negative mask."""
 
     batch_shape = BatchShape.TRIPLES
-    requires: tuple[str, ...] = ("docs", "queries", "qrels")  # what the dataset must provide
+    requires = ("docs", "queries", "qrels")
 
     def __init__(
         self, dataset: str, negatives: int, seed: int, unique_queries: bool = False, batch_size: int = 0
     ) -> None:
         if unique_queries and batch_size < 1:
             raise UserError(f"data.train.unique_queries needs the batch size: data.train.batch_size={batch_size}")
-        self.dataset, self.negatives, self.seed = dataset, negatives, seed
+        super().__init__(seed)
+        self.dataset, self.negatives = dataset, negatives
         self.unique_queries, self.batch_size = unique_queries, batch_size
         self._examples: list[Example] = []
         self._loaded = False
         self._teacher: dict[tuple[str, str], float] | None = None
         self.teacher_file: Path | None = None
-        self.report: dict[str, float] = {}  # figures about the data, logged as metrics
 
     @abstractmethod
     def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
@@ -85,7 +86,7 @@ class TripleSampler(ABC):
         """The examples of `epoch`, shuffled, with their negatives drawn; with `unique_queries`, arranged in batches
         of `batch_size` in which no query and no document repeats (without_repeats)."""
         self.prepare()
-        rng = random.Random(self.seed * 1_000_003 + epoch)
+        rng = self.epoch_rng(epoch)
         order = list(self._examples)
         rng.shuffle(order)
         triples = [self._triple(q, pos, rng.sample(candidates, self.negatives)) for q, pos, candidates in order]
@@ -123,7 +124,9 @@ def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
     keys = [{f"q:{t.query_id or t.query}", *(f"d:{key}" for key in t.document_keys())} for t in triples]
     pending, arranged = list(range(len(triples))), []
     while pending:
-        batch, seen, skipped = [], set(), []
+        batch: list[int] = []
+        seen: set[str] = set()
+        skipped: list[int] = []
         for index, candidate in enumerate(pending):
             if len(batch) == size:
                 skipped += pending[index:]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from retrieval_exp.batches import BatchShape
+from retrieval_exp.batches import BatchShape, TripleBatch, TripleEmbeddings
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.losses.base import Loss
-from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
 from retrieval_exp.settings import PositiveFloat
 
 
@@ -24,7 +24,7 @@ class InfoNCE(Loss):
 
     name = "infonce"
     batch_shape = BatchShape.TRIPLES
-    model_kinds = ("bi_encoder",)
+    model_kinds = (ModelKind.BI_ENCODER,)
 
     def __init__(
         self, temperature: PositiveFloat = 0.05, in_batch: bool = True, mask_false_negatives: bool = True

@@ -1,13 +1,14 @@
-"""Losses that train a retriever with a language model's signal, over groups of chunks (README: Methods)."""
+"""Losses that train a retriever with a language model's signal, over groups of chunks (docs/METHODS.md,
+section 4)."""
 
 from __future__ import annotations
 
 import torch
 
-from retrieval_exp.batches import BatchShape
+from retrieval_exp.batches import BatchShape, ChunkGroupBatch, ChunkGroupOutput
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.losses.base import Loss
-from retrieval_exp.models.revela import ChunkGroupBatch, ChunkGroupOutput
 from retrieval_exp.settings import Positive, PositiveFloat
 
 
@@ -24,7 +25,7 @@ class RevelaLoss(Loss):
 
     name = "revela"
     batch_shape = BatchShape.CHUNK_GROUPS
-    model_kinds = ("revela",)
+    model_kinds = (ModelKind.REVELA,)
 
     def __init__(
         self,
@@ -57,7 +58,7 @@ class ReplugLoss(Loss):
 
     name = "replug"
     batch_shape = BatchShape.CHUNK_GROUPS
-    model_kinds = ("revela",)
+    model_kinds = (ModelKind.REVELA,)
 
     def __init__(
         self, candidates: Positive = 4, temperature: PositiveFloat = 0.1, lm_temperature: PositiveFloat = 1.0

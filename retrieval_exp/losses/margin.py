@@ -25,10 +25,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from retrieval_exp.batches import BatchShape
+from retrieval_exp.batches import BatchShape, TripleBatch, TripleEmbeddings
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.losses.base import Loss
-from retrieval_exp.models.bi_encoder import TripleBatch, TripleEmbeddings
 from retrieval_exp.settings import NonNegativeFloat
 
 ERROR_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -50,7 +50,7 @@ class MarginLoss(Loss):
     """Shared part: margins, error function and mean; subclasses give the target."""
 
     batch_shape = BatchShape.TRIPLES
-    model_kinds = ("bi_encoder",)
+    model_kinds = (ModelKind.BI_ENCODER,)
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Losses over ranked lists (Rank-DistiLLM, the README's Methods section, the formulas as lightning-ir implements them).
+"""Losses over ranked lists (Rank-DistiLLM, docs/METHODS.md, section 2, the formulas as lightning-ir implements them).
 
 Each consumes scores S (Q, N) of Q queries' N candidates and targets T (Q, N), higher = more relevant: a relevance
 label, depth - rank + 1 for a teacher's ranking, or a teacher's score.
@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from retrieval_exp.batches import BatchShape
+from retrieval_exp.batches import BatchShape, ListBatch, ListScores
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.losses.base import Loss
-from retrieval_exp.models.cross_encoder import ListBatch, ListScores
 from retrieval_exp.settings import PositiveFloat
 
 DISCOUNTS = ("log2", "reciprocal", "none")
@@ -35,7 +35,7 @@ def mean_or_zero(values: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
 
 class RankedListLoss(Loss):
     batch_shape = BatchShape.RANKED_LISTS
-    model_kinds = ("cross_encoder",)
+    model_kinds = (ModelKind.CROSS_ENCODER,)
 
 
 class ListwiseInfoNCE(RankedListLoss):

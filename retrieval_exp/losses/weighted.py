@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
+from functools import reduce
 from typing import Any
 
 import torch
 
 from retrieval_exp.batches import BatchShape
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.losses.base import Loss
 
 
-def combined(parts: Mapping[str, Any]) -> tuple[BatchShape, tuple[str, ...], bool]:
+def combined(parts: Mapping[str, Any]) -> tuple[BatchShape, tuple[ModelKind, ...], bool]:
     """The batch shape, model kinds and teacher need of a sum of `parts` (Loss classes or instances), or a
     UserError when they cannot train together."""
     if not parts:
@@ -42,4 +45,4 @@ class WeightedSum(Loss):
     def compute_loss(self, output: Any, batch: Any) -> torch.Tensor:
         values = {name: part.compute_loss(output, batch) for name, part in self.parts.items()}
         self.terms = {name: value.detach() for name, value in values.items()}
-        return sum(self.weights[name] * value for name, value in values.items())
+        return reduce(operator.add, (self.weights[name] * value for name, value in values.items()))

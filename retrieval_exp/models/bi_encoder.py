@@ -12,9 +12,8 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +21,9 @@ from safetensors.torch import load_file
 from tokenizers import processors
 from transformers import AutoTokenizer, BatchEncoding
 
-from retrieval_exp.batches import Triple, false_negatives
+from retrieval_exp.batches import Tokens, Triple, TripleBatch, TripleEmbeddings, false_negatives
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.models.hub import SETTINGS_FILE, load_encoder, read_json, require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
 from retrieval_exp.models.st_format import declared_settings, dense, write_bi_encoder
@@ -37,59 +37,6 @@ HEAD_FILE = "projection.safetensors"
 TRANSIENT = ("truncation", "padding")  # tokenizer.json entries left out of the fingerprint
 DEFAULTS = {"pooling": "mean", "normalize": True, "query_length": 64, "doc_length": 256}
 DEFAULTS |= {"query_prefix": "", "doc_prefix": ""}  # what neither the config nor the model folder sets
-
-
-def block_diagonal(masks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The false-negative mask of the ranks' gathered batch from each rank's own (b, b + b*k): gathered outputs hold
-    every rank's positives, then every rank's negatives; what one rank's row is to another rank's documents is not
-    known, and is left False (a negative)."""
-    b, world = masks[0].shape[0], len(masks)
-    negatives = masks[0].shape[1] - b
-    combined = torch.zeros(world * b, world * (b + negatives), dtype=torch.bool, device=masks[0].device)
-    for rank, mask in enumerate(masks):
-        rows = slice(rank * b, (rank + 1) * b)
-        combined[rows, rank * b : (rank + 1) * b] = mask[:, :b]
-        start = world * b + rank * negatives
-        combined[rows, start : start + negatives] = mask[:, b:]
-    return combined
-
-
-@dataclass
-class TripleBatch:
-    """Tokenised triples: B queries, then B positives followed by B*k negatives (k per query, in query order).
-    `false_negatives` (B, B + B*k): document j is judged relevant to query i, or is i's positive, while not being
-    i's own positive column (j != i); in-batch losses do not count such a document as a negative of row i.
-    Gathered across ranks it is known within each rank's part only (block_diagonal)."""
-
-    queries: BatchEncoding
-    documents: BatchEncoding
-    num_negatives: int
-    teacher_scores: torch.Tensor | None = None  # (B, 1 + k): positive, then negatives
-    false_negatives: torch.Tensor | None = field(default=None, metadata={"gather": block_diagonal})
-
-    def not_negatives(self, in_batch: bool) -> torch.Tensor | None:
-        """The false negatives among each row's candidates: every document of the batch (B, B + B*k), or the row's
-        own positive and negatives (B, 1 + k); None when the batch has no mask."""
-        mask = self.false_negatives
-        if mask is None or in_batch:
-            return mask
-        size = mask.shape[0]
-        rows = torch.arange(size, device=mask.device)
-        own = mask[:, size:].view(size, size, self.num_negatives)[rows, rows]
-        return torch.cat([mask[rows, rows].unsqueeze(1), own], dim=1)
-
-    def to(self, device: torch.device) -> TripleBatch:
-        moved = [None if t is None else t.to(device) for t in (self.teacher_scores, self.false_negatives)]
-        return TripleBatch(self.queries.to(device), self.documents.to(device), self.num_negatives, *moved)
-
-
-@dataclass
-class TripleEmbeddings:
-    """What bi-encoder losses score: queries (B, H), positives (B, H), negatives (B, k, H)."""
-
-    queries: torch.Tensor
-    positives: torch.Tensor
-    negatives: torch.Tensor
 
 
 class BiEncoder(torch.nn.Module):
@@ -106,7 +53,7 @@ class BiEncoder(torch.nn.Module):
     suite's settings file, or sentence-transformers' configuration), else DEFAULTS (resolve_settings).
     """
 
-    kind = "bi_encoder"
+    kind = ModelKind.BI_ENCODER
 
     def __init__(
         self,
@@ -128,7 +75,7 @@ class BiEncoder(torch.nn.Module):
         settings = resolve_settings(name_or_path, given)
         if settings["pooling"] not in POOLINGS:
             raise UserError(f"model.pooling={settings['pooling']!r} is not one of {', '.join(POOLINGS)}")
-        self.encoder = load_encoder(name_or_path, dropout)
+        self.encoder: Any = load_encoder(name_or_path, dropout)  # a PreTrainedModel, or peft's wrapper of one
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         self.pooling, self.normalize = settings["pooling"], settings["normalize"]
         if self.pooling == "eos":
@@ -194,7 +141,7 @@ class BiEncoder(torch.nn.Module):
         """What bi-encoder losses consume for a batch."""
         return self.assemble(batch, [self(tokens) for tokens in self.embedding_inputs(batch)])
 
-    def embedding_inputs(self, batch: TripleBatch) -> list[BatchEncoding]:
+    def embedding_inputs(self, batch: TripleBatch) -> list[Tokens]:
         """The texts a batch's output embeds: its queries, then its documents (training/grad_cache.py)."""
         return [batch.queries, batch.documents]
 
@@ -265,7 +212,7 @@ class BiEncoder(torch.nn.Module):
         save_folder(path, self.encoder, self.tokenizer, settings, {} if self.head is None else {HEAD_FILE: self.head})
         layers = [] if self.pooling != "pooler" else [dense(pooler_dense(self.encoder), torch.nn.Tanh())]
         if self.head is not None:
-            layers.append(dense(self.head[0], torch.nn.Identity()))
+            layers.append(dense(cast(torch.nn.Linear, self.head[0]), torch.nn.Identity()))
         write_bi_encoder(path, self.pooling, layers, self.normalize, self.lengths, self.prefixes)
 
 

@@ -1,4 +1,4 @@
-"""Cross-encoder re-ranker in the monoBERT/monoELECTRA style (Rank-DistiLLM, the README's Methods section):
+"""Cross-encoder re-ranker in the monoBERT/monoELECTRA style (Rank-DistiLLM, docs/METHODS.md, section 2):
 `[CLS] query [SEP] doc [SEP]` through any Hugging Face encoder, the [CLS] vector through Linear(hidden, 1).
 
 The query and the document are truncated separately (to `query_length` and `doc_length` tokens, special tokens
@@ -10,38 +10,20 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BatchEncoding
 
-from retrieval_exp.batches import RankedList
+from retrieval_exp.batches import ListBatch, ListScores, RankedList
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.models.hub import load_encoder, require_kind, save_folder
 from retrieval_exp.models.inference import longest_first
 from retrieval_exp.models.st_format import write_cross_encoder
 
 HEAD_FILE = "score_head.safetensors"
-
-
-@dataclass
-class ListBatch:
-    """Tokenised ranked lists: Q queries x N documents as Q*N (query, doc) pairs, query-major; targets (Q, N)."""
-
-    pairs: BatchEncoding
-    targets: torch.Tensor
-
-    def to(self, device: torch.device) -> ListBatch:
-        return ListBatch(self.pairs.to(device), self.targets.to(device))
-
-
-@dataclass
-class ListScores:
-    """What ranked-list losses score: one relevance score per (query, document), (Q, N)."""
-
-    scores: torch.Tensor
 
 
 class CrossEncoder(torch.nn.Module):
@@ -51,7 +33,7 @@ class CrossEncoder(torch.nn.Module):
     initialises classifier heads (normal, std = the encoder's initializer_range; zero bias). `dropout` sets the
     encoder's dropout probabilities (None: the checkpoint's)."""
 
-    kind = "cross_encoder"
+    kind = ModelKind.CROSS_ENCODER
 
     def __init__(
         self,

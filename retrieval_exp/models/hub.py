@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import cached_file
 
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 
 SETTINGS_FILE = "retrieval_exp.json"  # what the suite writes beside the weights of a model it saves
 
@@ -95,11 +96,11 @@ def read_json(name_or_path: str, file_name: str) -> Any:
     return json.loads(Path(found).read_text()) if found else None
 
 
-def require_kind(name_or_path: str, kind: str) -> None:
+def require_kind(name_or_path: str, kind: ModelKind) -> None:
     """A model folder saved by the suite as another kind (a bi-encoder loaded as a cross-encoder, or the reverse)
     is an error: its head would be dropped or made up."""
     settings = read_json(name_or_path, SETTINGS_FILE)
-    saved = kind if settings is None else settings.get("kind", "bi_encoder")
+    saved = kind if settings is None else ModelKind(settings.get("kind", ModelKind.BI_ENCODER))
     if saved != kind:
         raise UserError(
             f"{name_or_path} holds a {saved} but the model config builds a {kind}: choose a {saved} model config "

@@ -77,7 +77,7 @@ def inbatch_output(
 
 
 def attention(
-    module: torch.nn.Module,
+    module: Any,  # a transformers attention layer (its layer_idx and scaling)
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,

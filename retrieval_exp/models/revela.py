@@ -1,4 +1,4 @@
-"""Revela's two models (the README's Methods section): a retriever, any bi-encoder of the suite, and a causal LM with
+"""Revela's two models (docs/METHODS.md, section 4): a retriever, any bi-encoder of the suite, and a causal LM with
 in-batch attention. The LM learns next-token prediction over groups of chunks while attending across the group
 with the retriever's weights, so the LM loss trains the retriever; only the retriever is kept and evaluated.
 
@@ -10,58 +10,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding
 
+from retrieval_exp.batches import ChunkGroup, ChunkGroupBatch, ChunkGroupOutput, Tokens
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.models.bi_encoder import BiEncoder, Side
 from retrieval_exp.models.inbatch_attention import InBatchState, use_inbatch_attention
 
-ChunkGroup = Sequence[str]
 IGNORED = -100  # label of tokens the LM loss skips
-
-
-@dataclass
-class ChunkGroupBatch:
-    """N chunks from G groups: the retriever's queries (each chunk's first half) and passages (whole chunks), the
-    LM's token ids per chunk (no special tokens) and, padded, with the tokenizer's usual prefix (BOS if any)."""
-
-    queries: BatchEncoding
-    passages: BatchEncoding
-    lm_tokens: BatchEncoding
-    lm_chunks: list[list[int]]
-    group_of: torch.Tensor  # (N,): each chunk's group
-
-    def to(self, device: torch.device) -> ChunkGroupBatch:
-        return ChunkGroupBatch(
-            self.queries.to(device),
-            self.passages.to(device),
-            self.lm_tokens.to(device),
-            self.lm_chunks,
-            self.group_of.to(device),
-        )
-
-
-@dataclass
-class ChunkGroupOutput:
-    """What Revela's and REPLUG's losses consume: the retriever's similarities (N, N), cos(query_i, passage_j), with
-    -inf on the diagonal and between groups; and the LM, to run on the batch with weights the loss derives."""
-
-    similarities: torch.Tensor
-    model: Revela
-    batch: ChunkGroupBatch
-
-    def lm_losses(self, weights: torch.Tensor, v_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-token loss with in-batch attention weighted by `weights` (pass 2), and without it (pass 1)."""
-        return self.model.lm_losses(self.batch.lm_tokens, weights, v_norm)
-
-    def continuation_log_likelihoods(self, candidates: torch.Tensor) -> torch.Tensor:
-        """log P_LM(second half of chunk i | chunk j, first half of chunk i) for each j in candidates[i], (N, k)."""
-        return self.model.continuation_log_likelihoods(self.batch.lm_chunks, candidates)
 
 
 class Revela(torch.nn.Module):
@@ -75,7 +36,7 @@ class Revela(torch.nn.Module):
     Saving saves the retriever alone (LoRA merged), as a bi-encoder folder.
     """
 
-    kind = "revela"
+    kind = ModelKind.REVELA
 
     def __init__(
         self,
@@ -134,7 +95,7 @@ class Revela(torch.nn.Module):
         return ChunkGroupOutput(similarities.masked_fill(~same_group | itself, float("-inf")), self, batch)
 
     def lm_losses(
-        self, tokens: BatchEncoding, weights: torch.Tensor, v_norm: bool = True
+        self, tokens: Tokens, weights: torch.Tensor, v_norm: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pass 1 records every layer's keys and values (without autograd when the LM is frozen: the retriever's
         gradient flows through the weights only); pass 2 mixes them in. Each is the mean next-token loss over all

@@ -22,7 +22,7 @@ NO_LIMIT = 10**6  # a tokenizer's model_max_length at or above this means none w
 DOCUMENT_PROMPTS = ("document", "passage", "corpus")  # the names sentence-transformers' encode_document looks for
 
 
-def dense(layer: torch.nn.Linear, activation: torch.nn.Module, **names: str) -> torch.nn.Module:
+def dense(layer: torch.nn.Linear, activation: torch.nn.Module, **names: Any) -> torch.nn.Module:
     """A sentence-transformers Dense holding a copy of `layer`'s weights, followed by `activation`."""
     from sentence_transformers.base.modules import Dense
 

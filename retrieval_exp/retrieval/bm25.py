@@ -13,9 +13,9 @@ from typing import Annotated
 
 from tqdm.auto import tqdm
 
-from retrieval_exp.data.irds import Corpus
+from retrieval_exp.interfaces import Retriever
+from retrieval_exp.ir_types import Corpus, Run
 from retrieval_exp.retrieval import jvm
-from retrieval_exp.retrieval.run import Run
 from retrieval_exp.settings import AtLeast, AtMost, NonNegativeFloat, Positive
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # pyserini imports faiss; its probing is noise
@@ -25,7 +25,7 @@ def default_index_root() -> Path:
     return Path(os.environ.get("RETRIEVAL_EXP_CACHE", Path.home() / ".cache" / "retrieval_exp")) / "bm25"
 
 
-class BM25:
+class BM25(Retriever):
     """BM25 over one field (title and text joined), as pyserini's BEIR "flat" indexes.
 
     k1 and b are search-time settings, so one index serves every (k1, b); the index is keyed by the collection,
@@ -33,7 +33,6 @@ class BM25:
     """
 
     name = "bm25"
-    needs_encoder = False
 
     def __init__(
         self,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from retrieval_exp.data.irds import Corpus
 from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
-from retrieval_exp.retrieval.embedding_cache import Embedder, embed_cached
-from retrieval_exp.retrieval.run import Run
+from retrieval_exp.interfaces import Embedder, ModelKind, Retriever
+from retrieval_exp.ir_types import Corpus, Run
+from retrieval_exp.retrieval.embedding_cache import embed_cached
 from retrieval_exp.settings import Positive
 
 BACKENDS = ("torch", "faiss")
@@ -41,13 +41,13 @@ def faiss_top_k(queries: torch.Tensor, docs: torch.Tensor, k: int) -> tuple[torc
     return torch.from_numpy(scores), torch.from_numpy(indices)
 
 
-class DenseRetriever:
+class DenseRetriever(Retriever):
     """Encodes the whole corpus with the run's bi-encoder (its vectors kept in `cache_dir` when set), then searches
     it exhaustively."""
 
     name = "dense"
     needs_encoder = True
-    model_kinds = ("bi_encoder", "revela")  # a Revela model retrieves with its retriever
+    model_kinds = (ModelKind.BI_ENCODER, ModelKind.REVELA)  # a Revela model retrieves with its retriever
 
     def __init__(
         self,

@@ -4,37 +4,19 @@ a sweep's `train=false` rows, another benchmark run) then encodes nothing the se
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.interfaces import Embedder
 
 log = logging.getLogger(__name__)
 FORMAT = "v1"  # bump when the file layout changes
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """A model that turns texts into vectors, and can name what decides them."""
-
-    def embed(
-        self,
-        texts: Sequence[str],
-        side: Literal["query", "doc"],
-        batch_size: int,
-        autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
-    ) -> torch.Tensor: ...
-
-    def fingerprint(self) -> str:
-        """A digest of everything that decides a text's vector (weights, tokenizer, pooling, lengths, prefixes)."""
-        ...
 
 
 def embed_cached(

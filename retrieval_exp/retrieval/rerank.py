@@ -4,19 +4,18 @@ only those documents; the first stage's run is kept so that the recipe reports i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 
-from retrieval_exp.data.irds import Corpus, content_key
 from retrieval_exp.hardware import Hardware
-from retrieval_exp.retrieval.embedding_cache import Embedder, embed_cached
-from retrieval_exp.retrieval.run import Run
+from retrieval_exp.interfaces import Embedder, ModelKind, PairScorer, Retriever, TwoStageRetriever
+from retrieval_exp.ir_types import Corpus, Run, content_key
+from retrieval_exp.retrieval.embedding_cache import embed_cached
 from retrieval_exp.settings import Positive
 
 
 def rerank(
-    model: Any, queries: Mapping[str, str], texts: Mapping[str, str], candidates: Run, hardware: Hardware
+    model: PairScorer, queries: Mapping[str, str], texts: Mapping[str, str], candidates: Run, hardware: Hardware
 ) -> Run:
     """`model`'s scores (any model with score_pairs: cross- or bi-encoder) for exactly the `candidates`."""
     pairs = [(q, d) for q, docs in candidates.items() for d in docs]
@@ -51,16 +50,21 @@ def rerank_by_vectors(
     return run
 
 
-class Reranker:
+class Reranker(TwoStageRetriever):
     """Re-ranks `first_stage`'s top `depth` with the run's model; a bi-encoder's document vectors are kept in
     `cache_dir` when set."""
 
     name = "rerank"
     needs_encoder = True
-    model_kinds = ("cross_encoder", "bi_encoder")
+    model_kinds = (ModelKind.CROSS_ENCODER, ModelKind.BI_ENCODER)
 
     def __init__(
-        self, encoder: Any, hardware: Hardware, first_stage: Any, depth: Positive = 100, cache_dir: str | None = None
+        self,
+        encoder: PairScorer,
+        hardware: Hardware,
+        first_stage: Retriever,
+        depth: Positive = 100,
+        cache_dir: str | None = None,
     ) -> None:
         self.model, self.hardware, self.first_stage, self.depth = encoder, hardware, first_stage, depth
         self.cache_dir = cache_dir
@@ -76,14 +80,13 @@ class Reranker:
         return rerank(self.model, queries, texts, self.candidates, self.hardware)
 
 
-class FirstStage:
+class FirstStage(Retriever):
     """A first stage evaluated as it is: on a pool collection its own run (TREC DL's shipped BM25 or SPLADE++ top
     100), elsewhere `first_stage` (BM25 by default). The baseline rows of a benchmark."""
 
     name = "first_stage"
-    needs_encoder = False
 
-    def __init__(self, first_stage: Any) -> None:
+    def __init__(self, first_stage: Retriever) -> None:
         self.first_stage = first_stage
 
     def search(self, corpus: Corpus, queries: dict[str, str], depth: int) -> Run:

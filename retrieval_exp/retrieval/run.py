@@ -12,18 +12,14 @@ from pathlib import Path
 
 from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError
+from retrieval_exp.interfaces import Retriever
+from retrieval_exp.ir_types import Corpus, Run, ranked
 
-Run = dict[str, dict[str, float]]
 log = logging.getLogger(__name__)
 PARQUET_COLUMNS = {  # our name: the names run files use for it (lightning-ir, BEIR on Hugging Face, pyterrier)
     "query_id": ("query_id", "qid", "query-id"),
     "doc_id": ("doc_id", "docid", "docno", "corpus-id"),
 }
-
-
-def ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
-    """Documents best first; equal scores ordered by doc id so that files are deterministic."""
-    return sorted(docs.items(), key=lambda item: (-item[1], item[0]))
 
 
 def write_trec(run: Run, path: Path, tag: str) -> None:
@@ -105,12 +101,11 @@ def check_run(path: Path) -> None:
         read_trec(path, limit=100)
 
 
-class RunFile:
+class RunFile(Retriever):
     """A stored first stage: serves the top `depth` of a run file (TREC, .gz or parquet), e.g. a teacher's ranking,
     or the run.trec of a run made by the suite. With `url`, a missing file is downloaded there first."""
 
     name = "run_file"
-    needs_encoder = False
     needs_corpus = False
 
     def __init__(self, path: str, url: str | None = None) -> None:
@@ -139,22 +134,21 @@ class RunFile:
         os.replace(partial, self.path)
         return self.path
 
-    def search(self, corpus: object, queries: dict[str, str], depth: int) -> Run:
+    def search(self, corpus: Corpus | None, queries: dict[str, str], depth: int) -> Run:
         run = read_run(self.fetch())
         return {q: dict(ranked(run.get(q, {}))[:depth]) for q in queries}
 
 
-class DatasetRun:
+class DatasetRun(Retriever):
     """The first stage a dataset ships as ir_datasets scoreddocs (for TREC DL, the official BM25 top-1000)."""
 
     name = "scoreddocs"
-    needs_encoder = False
     needs_corpus = False
 
     def __init__(self, dataset: str) -> None:
         self.dataset = dataset
 
-    def search(self, corpus: object, queries: dict[str, str], depth: int) -> Run:
+    def search(self, corpus: Corpus | None, queries: dict[str, str], depth: int) -> Run:
         irds.require(self.dataset, "scoreddocs")
         run: Run = {}
         for scored in irds.load(self.dataset).scoreddocs_iter():

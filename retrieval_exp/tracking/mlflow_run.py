@@ -69,7 +69,9 @@ def open_experiment(uri: str, artifact_root: str, name: str) -> tuple[MlflowClie
             name, artifact_location=None if remote else Path(artifact_root).resolve().as_uri()
         )
     except MlflowException:  # created meanwhile by a concurrent job
-        return client, client.get_experiment_by_name(name).experiment_id
+        existing = client.get_experiment_by_name(name)
+        assert existing is not None, f"MLflow experiment {name!r} was created, then deleted"
+        return client, existing.experiment_id
 
 
 @contextmanager
@@ -190,8 +192,8 @@ class TrackedRun:
 class Untracked(TrackedRun):
     """Records nothing: the stand-in on the processes of a data-parallel job other than rank 0."""
 
-    def __init__(self) -> None:
-        super().__init__(None, "")
+    def __init__(self) -> None:  # no client: every method that would use one is overridden
+        self.run_id = ""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         pass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mlflow.entities import Run as MlflowRun
 
+from retrieval_exp.interfaces import ModelKind
 from retrieval_exp.models.hub import SETTINGS_FILE
 
 TRAINING = {  # the settings a card lists, by MLflow param
@@ -22,7 +23,7 @@ TRAINING = {  # the settings a card lists, by MLflow param
 }
 NOT_MEASURES = ("train/", "time/", "system/", "memory/", "val/", "agreement/", "count/")
 USE = {
-    "bi_encoder": """```python
+    ModelKind.BI_ENCODER: """```python
 from sentence_transformers import SentenceTransformer
 
 model = SentenceTransformer("{where}")
@@ -30,7 +31,7 @@ queries = model.encode_query(["how do vaccines work"])  # the "query" prompt: {q
 documents = model.encode_document(["Vaccines train the immune system."])  # the "document" prompt: {doc_prefix!r}
 print(model.similarity(queries, documents))
 ```""",
-    "cross_encoder": """```python
+    ModelKind.CROSS_ENCODER: """```python
 from sentence_transformers import CrossEncoder
 
 model = CrossEncoder("{where}")
@@ -48,11 +49,11 @@ def write_model_card(folder: Path, run: MlflowRun, where: str | None = None) -> 
     settings = json.loads((folder / SETTINGS_FILE).read_text())
     params, tags = run.data.params, run.data.tags
     base = params.get("model.name_or_path", "unknown")
-    kind = settings["kind"]
+    kind = ModelKind(settings["kind"])
     header = {
         "base_model": base,
         "library_name": "sentence-transformers",
-        "pipeline_tag": "sentence-similarity" if kind == "bi_encoder" else "text-ranking",
+        "pipeline_tag": "sentence-similarity" if kind is ModelKind.BI_ENCODER else "text-ranking",
         "tags": ["retrieval_exp", tags.get("method", "unknown"), "information-retrieval"],
     }
     lines = ["---", *(f"{key}: {json.dumps(value)}" for key, value in header.items()), "---", ""]

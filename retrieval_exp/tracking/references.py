@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from retrieval_exp.errors import UserError
+from retrieval_exp.plan import config_nodes
 from retrieval_exp.tracking.mlflow_run import MODEL_ARTIFACT, absolute_uri
-from retrieval_exp.validation import config_nodes
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 RUN_FILE_TARGET = "retrieval_exp.retrieval.run.RunFile"

@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from retrieval_exp.evaluation import read_metrics
+from retrieval_exp.measures import read_metrics
 from retrieval_exp.tracking.mlflow_run import git_commit, open_experiment
 
 SWEEP_FILE = "sweep.json"

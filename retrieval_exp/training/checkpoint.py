@@ -24,3 +24,11 @@ def load(directory: Path, name: str = LAST) -> dict[str, Any] | None:
     """The checkpoint `name` in `directory`, or None."""
     path = directory / name
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def require(directory: Path, name: str = LAST) -> dict[str, Any]:
+    """The checkpoint `name` in `directory`, which must exist."""
+    state = load(directory, name)
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint {directory / name}")
+    return state

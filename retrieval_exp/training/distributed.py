@@ -13,14 +13,17 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from retrieval_exp.errors import UserError
 
-Item = TypeVar("Item")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Item = TypeVar("Item", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class TrainingForward(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # a suite model: training_output, and forward() for the gradient cache
 
     def forward(self, batch: Any, encode: bool = False) -> Any:
         return self.model(batch) if encode else self.model.training_output(batch)

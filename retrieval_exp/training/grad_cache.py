@@ -55,6 +55,13 @@ def first_tensor(tokens: Tokens) -> torch.Tensor:
     return next(iter(tokens.values()))
 
 
+def gradient_of(embeddings: torch.Tensor) -> torch.Tensor:
+    """The loss's gradient with respect to `embeddings`, which the first pass computed."""
+    if embeddings.grad is None:
+        raise RuntimeError("the loss does not depend on these embeddings: nothing to cache")
+    return embeddings.grad
+
+
 class Chunk(NamedTuple):
     """Some rows of a group of tokenised texts: which (indices into the group) and their tokens."""
 
@@ -120,5 +127,5 @@ def cached_backward(
             with state.replayed(), synchronised((number, index) == final):
                 with autocast():
                     again = encode(piece.tokens)
-                again.backward(embedded.grad[piece.rows])
+                again.backward(gradient_of(embedded)[piece.rows])
     return value.detach()

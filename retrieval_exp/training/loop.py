@@ -8,19 +8,20 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from retrieval_exp.errors import UserError
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.interfaces import Sampler
 from retrieval_exp.losses.base import Loss
 from retrieval_exp.settings import Positive, PositiveFloat
 from retrieval_exp.training import checkpoint
@@ -65,7 +66,7 @@ class TrainingResult:
 def train(
     model: Any,
     loss: Loss,
-    samples: Any,
+    samples: Sampler,
     optimizer_factory: Callable[..., torch.optim.Optimizer],
     scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler],
     settings: TrainerSettings,
@@ -75,7 +76,7 @@ def train(
     validator: RerankValidation | None = None,
     ranks: Ranks = SINGLE_PROCESS,
 ) -> TrainingResult:
-    """Train `model` on `samples` (an object with len() and epoch(i) -> examples) and return what it took.
+    """Train `model` on `samples` and return what it took: each step is `_optimizer_step`, then `_after_step`.
 
     Resumes from checkpoint_dir/last.pt when present. Batches have a fixed size (the last partial one of an epoch
     is dropped), because in-batch losses compare across the batch. With a `validator`, validates every
@@ -102,7 +103,21 @@ def train(
     if step:  # steps after the checkpoint may have been logged before a crash: they are logged again from here
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint_dir / checkpoint.LAST)
         on_metrics({"train/resumed_from": float(step)}, step)
-    forward = data_parallel(model, ranks, hardware.torch_device)
+    session = _Session(
+        model,
+        data_parallel(model, ranks, hardware.torch_device),
+        loss,
+        settings,
+        hardware,
+        ranks,
+        optimizer,
+        scheduler,
+        window,
+        checkpoint_dir,
+        on_metrics,
+        validator,
+        loss_stop,
+    )
     model.train()
     started = time.perf_counter()
     stopped = False
@@ -112,66 +127,126 @@ def train(
     ):
         while step < total_steps and not stopped:
             epoch, offset = divmod(step, steps_per_epoch)
-            examples = samples.epoch(epoch)[offset * per_step : steps_per_epoch * per_step]
-            batches = iter(
-                DataLoader(
-                    examples,
-                    batch_sampler=ranks.shard(len(examples), settings.batch_size),
-                    collate_fn=model.collate,
-                    num_workers=hardware.dataloader_workers,
-                    pin_memory=hardware.torch_device.type == "cuda",
-                    generator=torch.Generator().manual_seed(epoch),  # keeps the global RNG (dropout) resumable
-                )
-            )
+            batches = _epoch_batches(samples, model, epoch, offset, steps_per_epoch, settings, hardware, ranks)
             for _ in range(min(steps_per_epoch - offset, total_steps - step)):
-                step_loss = torch.zeros((), device=hardware.torch_device)
-                for micro in range(settings.grad_accum):
-                    batch = next(batches).to(hardware.torch_device)
-                    last = micro == settings.grad_accum - 1
-                    value = _micro_step(model, forward, loss, batch, settings, hardware, ranks, last)
-                    window.add(value, loss.terms, settings.grad_accum)
-                    step_loss = step_loss + value.detach()
-                    if loss_stop:
-                        loss_stop.add(value)
-                norm = None
-                if settings.max_grad_norm:
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                _require_finite(step + 1, step_loss, norm, loss.terms, ranks, hardware.torch_device)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                _optimizer_step(session, batches, step + 1)
                 step += 1
                 progress.update()
-                if step % settings.log_every == 0 or step == total_steps:
-                    metrics = window.take(ranks, step % settings.log_every or settings.log_every)
-                    metrics["train/lr"] = scheduler.get_last_lr()[0]
-                    progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-                    on_metrics(metrics, step)
-                if validator and (step % validator.every == 0 or step == total_steps):
-                    stopped = _validate(validator, model, hardware, step, checkpoint_dir, on_metrics, ranks)
-                if loss_stop and step % steps_per_epoch == 0:
-                    stopped = _end_epoch(loss_stop, model, step, steps_per_epoch, checkpoint_dir, on_metrics, ranks)
-                signalled = ranks.any(stop.signum is not None, hardware.torch_device)
-                if step % settings.checkpoint_every == 0 or step == total_steps or stopped or signalled:
-                    if ranks.is_main:
-                        _save(checkpoint_dir, step, model, optimizer, scheduler, stopper, window)
-                    ranks.barrier()
-                if signalled:
-                    raise Preempted(stop.signum or signal.SIGTERM, step)
+                stopped = _after_step(session, step, total_steps, steps_per_epoch, stop, progress)
                 if stopped:
-                    log.info(
-                        "early stop at step %d: best %s %.4f at step %d",
-                        step,
-                        stopper.watched,
-                        stopper.best,
-                        stopper.best_step,
-                    )
                     break
     seconds = time.perf_counter() - started
     if stopper and stopper.best is not None:
-        model.load_state_dict(checkpoint.load(checkpoint_dir, checkpoint.BEST)["model"])
+        model.load_state_dict(checkpoint.require(checkpoint_dir, checkpoint.BEST)["model"])
     trained = (step - resumed_from) * per_step
     return TrainingResult(step, seconds, trained / seconds if seconds else 0.0, resumed_from)
+
+
+@dataclass
+class _Session:
+    """What one training holds from step to step."""
+
+    model: Any
+    forward: torch.nn.Module  # the model, wrapped for DDP over several ranks
+    loss: Loss
+    settings: TrainerSettings
+    hardware: Hardware
+    ranks: Ranks
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    window: LogWindow
+    checkpoint_dir: Path
+    on_metrics: Callable[[dict[str, float], int], None]
+    validator: RerankValidation | None
+    loss_stop: TrainingLossStop | None
+
+    @property
+    def stopper(self) -> Patience | None:
+        """What decides early stopping and the best weights, if anything does."""
+        return self.validator or self.loss_stop
+
+
+def _epoch_batches(
+    samples: Sampler,
+    model: Any,
+    epoch: int,
+    offset: int,
+    steps_per_epoch: int,
+    settings: TrainerSettings,
+    hardware: Hardware,
+    ranks: Ranks,
+) -> Iterator[Any]:
+    """The collated batches of `epoch` from step `offset` on (this rank's slice of each), the epoch's last partial
+    step left out."""
+    per_step = settings.batch_size * settings.grad_accum
+    examples = samples.epoch(epoch)[offset * per_step : steps_per_epoch * per_step]
+    return iter(
+        DataLoader(
+            cast("Dataset[Any]", examples),  # a sequence of examples: what a map-style dataset needs
+            batch_sampler=ranks.shard(len(examples), settings.batch_size),
+            collate_fn=model.collate,
+            num_workers=hardware.dataloader_workers,
+            pin_memory=hardware.torch_device.type == "cuda",
+            generator=torch.Generator().manual_seed(epoch),  # keeps the global RNG (dropout) resumable
+        )
+    )
+
+
+def _optimizer_step(session: _Session, batches: Iterator[Any], step: int) -> None:
+    """Optimizer step `step`: grad_accum micro-batches forward and backward, the gradient clipped, the loss and the
+    norm checked to be finite, then the update and the schedule."""
+    settings, device = session.settings, session.hardware.torch_device
+    step_loss = torch.zeros((), device=device)
+    for micro in range(settings.grad_accum):
+        batch = next(batches).to(device)
+        last = micro == settings.grad_accum - 1
+        value = _micro_step(
+            session.model, session.forward, session.loss, batch, settings, session.hardware, session.ranks, last
+        )
+        session.window.add(value, session.loss.terms, settings.grad_accum)
+        step_loss = step_loss + value.detach()
+        if session.loss_stop:
+            session.loss_stop.add(value)
+    norm = None
+    if settings.max_grad_norm:
+        norm = torch.nn.utils.clip_grad_norm_(session.model.parameters(), settings.max_grad_norm)
+    _require_finite(step, step_loss, norm, session.loss.terms, session.ranks, device)
+    session.optimizer.step()
+    session.scheduler.step()
+    session.optimizer.zero_grad(set_to_none=True)
+
+
+def _after_step(
+    session: _Session, step: int, total_steps: int, steps_per_epoch: int, stop: DeferredStop, progress: tqdm
+) -> bool:
+    """What follows optimizer step `step`: its log, validation, the epoch's loss-based stopping, the checkpoint, and
+    Preempted when a stop signal came. True when training stops early."""
+    settings, ranks, validator, loss_stop = session.settings, session.ranks, session.validator, session.loss_stop
+    if step % settings.log_every == 0 or step == total_steps:
+        metrics = session.window.take(ranks, step % settings.log_every or settings.log_every)
+        metrics["train/lr"] = float(session.scheduler.get_last_lr()[0])
+        progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+        session.on_metrics(metrics, step)
+    stopped = False
+    if validator and (step % validator.every == 0 or step == total_steps):
+        stopped = _validate(
+            validator, session.model, session.hardware, step, session.checkpoint_dir, session.on_metrics, ranks
+        )
+    if loss_stop and step % steps_per_epoch == 0:
+        stopped = _end_epoch(
+            loss_stop, session.model, step, steps_per_epoch, session.checkpoint_dir, session.on_metrics, ranks
+        )
+    signalled = ranks.any(stop.signum is not None, session.hardware.torch_device)
+    if step % settings.checkpoint_every == 0 or step == total_steps or stopped or signalled:
+        if ranks.is_main:
+            _save(session, step)
+        ranks.barrier()
+    if signalled:
+        raise Preempted(stop.signum or signal.SIGTERM, step)
+    if stopped and session.stopper is not None:
+        best = session.stopper
+        log.info("early stop at step %d: best %s %.4f at step %d", step, best.watched, best.best, best.best_step)
+    return stopped
 
 
 class TrainingDiverged(UserError):
@@ -312,16 +387,15 @@ def _keep_best(stopper: Patience, value: float, step: int, model: Any, checkpoin
     return stopper.exhausted
 
 
-def _save(
-    directory: Path, step: int, model: Any, optimizer: Any, scheduler: Any, stopper: Any, window: LogWindow
-) -> None:
-    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    state |= {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "log_window": window.state_dict()}
+def _save(session: _Session, step: int) -> None:
+    state = {"step": step, "model": session.model.state_dict(), "optimizer": session.optimizer.state_dict()}
+    state |= {"scheduler": session.scheduler.state_dict(), "rng": torch.get_rng_state()}
+    state["log_window"] = session.window.state_dict()
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    if stopper:
-        state["early_stopping"] = stopper.state_dict()
-    checkpoint.save(directory, state)
+    if session.stopper:
+        state["early_stopping"] = session.stopper.state_dict()
+    checkpoint.save(session.checkpoint_dir, state)
 
 
 def _resume(directory: Path, model: Any, optimizer: Any, scheduler: Any, stopper: Any, window: LogWindow) -> int:

@@ -22,7 +22,7 @@ def adam8bit(params: Any, lr: float, weight_decay: float = 0.0, **options: Any) 
     return bitsandbytes.optim.Adam8bit(params, lr=lr, weight_decay=weight_decay, **options)
 
 
-adam8bit.requires = ("bitsandbytes", MISSING_BITSANDBYTES)  # type: ignore[attr-defined]  (checked at start-up)
+adam8bit.requires = ("bitsandbytes", MISSING_BITSANDBYTES)  # type: ignore[attr-defined]  # read at start-up
 
 
 def parameter_groups(model: torch.nn.Module, exclude_bias_and_norm: bool) -> list[Any]:

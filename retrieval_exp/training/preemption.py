@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType, TracebackType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -69,7 +70,7 @@ class DeferredStop:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # the handlers to put back
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum

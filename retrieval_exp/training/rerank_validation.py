@@ -13,8 +13,8 @@ from typing import Any
 import ir_measures
 
 from retrieval_exp.data import irds
-from retrieval_exp.evaluation import parse_measures
 from retrieval_exp.hardware import Hardware
+from retrieval_exp.measures import parse_measures
 from retrieval_exp.retrieval.rerank import rerank
 from retrieval_exp.retrieval.run import DatasetRun
 from retrieval_exp.training.patience import Patience

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from retrieval_exp.errors import UserError
-from retrieval_exp.evaluation import cut, evaluate, parse_measures, write_outputs
+from retrieval_exp.measures import cut, evaluate, parse_measures, write_outputs
 from retrieval_exp.retrieval.run import read_trec
 
 QRELS = {"q1": {"d1": 1}, "q2": {"d3": 1, "d4": 1}}

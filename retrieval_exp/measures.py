@@ -11,9 +11,9 @@ from typing import Any
 
 import ir_measures
 
-from retrieval_exp.data.irds import Qrels
 from retrieval_exp.errors import UserError
-from retrieval_exp.retrieval.run import Run, ranked, write_trec
+from retrieval_exp.ir_types import Qrels, Run, ranked
+from retrieval_exp.retrieval.run import write_trec
 from retrieval_exp.settings import Positive
 
 RESULT_FILES = ("run.trec", "perquery.tsv", "metrics.json")  # what write_outputs writes

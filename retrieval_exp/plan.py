@@ -1,7 +1,8 @@
-"""Start-up checks on the composed config: every impossible combination fails here with one line, before any
-model or corpus is loaded and before the MLflow store is touched.
+"""The run's plan, made from the composed config at start-up: what the run will do, with the objects it needs built.
+Every impossible combination fails here with one line, before any model or corpus is loaded and before the MLflow
+store is touched. (Held-out validation during training is another thing: `cfg.validation`, training/rerank_validation.)
 
-Validation is by construction: every configured object that is cheap to build (hardware, retriever and its first
+The checks are by construction: every configured object that is cheap to build (hardware, retriever and its first
 stage, loss, optimiser, scheduler, selection rule, run-file readers) is built here, each value checked against its
 declaration first (retrieval_exp.settings), so each rule lives once, in the constructor or annotation that owns it.
 The built objects travel in the Plan, and the recipe uses them instead of building them again.
@@ -23,9 +24,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from retrieval_exp.benchmark import Collection, prepare
 from retrieval_exp.data import irds
 from retrieval_exp.errors import UserError, user_error
-from retrieval_exp.evaluation import EvalSettings, parse_measures
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.base import Loss
+from retrieval_exp.measures import EvalSettings, parse_measures
 from retrieval_exp.models.hub import require_available, require_dropout
 from retrieval_exp.settings import build, check_arguments
 from retrieval_exp.training.grad_cache import ChunkableModel
@@ -48,6 +49,12 @@ class Plan:
     @property
     def needs_teacher(self) -> bool:
         return self.loss is not None and self.loss.needs_teacher
+
+    def training(self) -> tuple[Loss, TrainerSettings]:
+        """The loss and the trainer settings of a run that trains."""
+        if self.loss is None or self.trainer is None:
+            raise ValueError("this run does not train: cfg.train is false")
+        return self.loss, self.trainer
 
 
 def target_class(node: DictConfig | None, key: str) -> Any:
@@ -92,19 +99,19 @@ def config_nodes(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[tu
     items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else enumerate(node)
     for key, child in items:
         if isinstance(child, DictConfig | ListConfig):
-            yield from config_nodes(child, f"{prefix}{key}.")
+            yield from config_nodes(child, f"{prefix}{key!s}.")
 
 
 def require_complete(cfg: DictConfig) -> None:
     """Every mandatory value (??? in a preset) is set. (OmegaConf.missing_keys fails on an interpolation to one.)"""
     missing = sorted(
-        f"{prefix}{key}" for prefix, node in config_nodes(cfg) for key in node if OmegaConf.is_missing(node, key)
+        f"{prefix}{key!s}" for prefix, node in config_nodes(cfg) for key in node if OmegaConf.is_missing(node, key)
     )
     if missing:
         raise UserError(f"{', '.join(missing)} must be set: add {missing[0]}=... to the command (see the preset)")
 
 
-def validate(cfg: DictConfig) -> Plan:
+def build_plan(cfg: DictConfig) -> Plan:
     """Check the config and build what is cheap to build; the returned plan says what the recipe has to do."""
     build(EvalSettings, cfg.eval, "eval")
     parse_measures(cfg.eval.measures)

@@ -1,0 +1,40 @@
+"""The shapes of IR data that every layer shares: runs, qrels and corpora. Kept apart from data/ (which reads them)
+and retrieval/ (which makes runs), so that neither imports the other for its types."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+Run = dict[str, dict[str, float]]  # query id -> doc id -> score
+Qrels = dict[str, dict[str, int]]  # query id -> doc id -> relevance label
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """All documents of a dataset, in ir_datasets order; `key` identifies its content for caches (BM25 indexes,
+    document embeddings)."""
+
+    key: str
+    ids: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def content_key(ids: list[str], texts: list[str]) -> str:
+    """A digest of the documents themselves: the same texts under the same ids give the same key, whichever loader
+    read them (no optional loader method such as docs_namespace() is relied on; classic collections lack some)."""
+    digest = hashlib.sha1()
+    for doc_id, text in zip(ids, texts):
+        digest.update(f"{doc_id}\x1f{text}\x1e".encode())
+    return f"{len(ids)}:{digest.hexdigest()[:20]}"
+
+
+NO_DOCUMENTS = Corpus("no documents", [], [])  # what a retriever that reads none (needs_corpus False) is given
+
+
+def ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
+    """Documents best first; equal scores ordered by doc id so that files are deterministic."""
+    return sorted(docs.items(), key=lambda item: (-item[1], item[0]))
