@@ -119,24 +119,25 @@ class RankedLists(Sampler):
         filtered: dict[str, float] = {}
         if self.strategy == "single_relevant":
             lists, filtered = self._denoised(lists, run)
-        kept = self._lists = [c for c in lists if self._fills(c)]
+        kept = [c for c in lists if self._fills(c)]
         self.report = {"data/lists": len(kept), "data/queries_dropped": len(lists) - len(kept)}
         self.report |= filtered
-        if not self._lists:
+        if not kept:
             raise UserError(
                 f"no judged query of {self.dataset} has enough candidates for sample_size={self.sample_size} "
                 f"({self.strategy}, depth {self.depth}): lower sample_size or use a deeper run"
             )
         log.info(
             "%d ranked lists of %d from %s (%s, depth %d, %s targets); %d queries dropped",
-            len(self._lists),
+            len(kept),
             self.sample_size,
             self.dataset,
             self.strategy,
             self.depth,
             self.target_kind,
-            len(lists) - len(self._lists),
+            len(lists) - len(kept),
         )
+        self._lists = kept
         return kept
 
     def _candidates(self, query_id: str, scored: dict[str, float], labels: dict[str, int]) -> Candidates:
