@@ -21,7 +21,7 @@ def runs(workdir: Path) -> list:  # noqa: ANN201
 
 
 def test_default_experiment_keeps_the_run_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_recipe(tmp_path, "trainer.max_steps=3", "trainer.checkpoint_every=2", "tracking.system_metrics_every=1")
+    run_recipe(tmp_path, "trainer.max_steps=3", "trainer.checkpoint_every=2", "tracking.system_metrics_every=3600")
     out = tmp_path / "run"
     assert all((out / name).is_file() for name in CONTRACT)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -38,7 +38,7 @@ def test_default_experiment_keeps_the_run_contract(tmp_path: Path, capsys: pytes
     assert run.info.status == "FINISHED"
     assert run.data.metrics["nDCG_at_10"] == pytest.approx(metrics["nDCG@10"])
     assert run.data.metrics["train/steps"] == 3
-    assert "system/cpu_utilization_percentage" in run.data.metrics  # MLflow's system metrics, sampled every second
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # a run shorter than one interval keeps its sample
     assert run.data.params["model.pooling"] == "mean" and run.data.params["trainer.max_steps"] == "3"
     assert run.data.tags["method"] == "infonce" and run.data.tags["dataset"] == "tiny/test"
     assert run.data.tags["git_commit"] and "sweep_id" not in run.data.tags

@@ -217,7 +217,7 @@ UNTRACKED = Untracked()
 @contextmanager
 def system_metrics(run: TrackedRun, every_seconds: float | None, resume: bool) -> Iterator[None]:
     """While the block runs, sample CPU, memory, disk, network (and GPU) use into the run as `system/*` metrics
-    every `every_seconds` (None: off), with MLflow's own monitor."""
+    every `every_seconds` (None: off), with MLflow's own monitor; the last part-interval is kept too."""
     if not every_seconds:
         yield
         return
@@ -231,3 +231,8 @@ def system_metrics(run: TrackedRun, every_seconds: float | None, resume: bool) -
         yield
     finally:
         monitor.finish()
+        # MLflow drops the samples of the last, unfinished interval, so a run shorter than one interval would have
+        # none: publish them.
+        if tail := monitor.aggregate_metrics():
+            monitor.publish_metrics(tail)
+            monitor.mlflow_logger.flush()
