@@ -49,17 +49,20 @@ from retrieval_exp.training import distributed
 from retrieval_exp.training.distributed import Ranks
 from retrieval_exp.training.loop import train
 from retrieval_exp.training.preemption import Preempted, Terminated
+from retrieval_exp.tuning import trial_reporter
 
 log = logging.getLogger(__name__)
 AGREEMENT_FILE = "agreement.tsv"
 
 
-def main(cfg: DictConfig) -> dict[str, float] | None:
-    """Entry for launch.py. Bad input ends a single run with one line and exit code 2; in a sweep the failure is
-    recorded (FAILED in MLflow, no metrics.json) and the other jobs go on, the sweep exiting 1 at its end."""
+def main(cfg: DictConfig) -> dict[str, float] | float | None:
+    """Entry for launch.py: the run's measures, or with `objective` set the one a sweeper optimises. Bad input ends
+    a single run with one line and exit code 2; in a sweep the failure is recorded (FAILED in MLflow, no
+    metrics.json) and the other jobs go on, the sweep exiting 1 at its end."""
     in_sweep = current_sweep() is not None
     try:
-        return run(cfg)
+        metrics = run(cfg)
+        return metrics[cfg.objective] if cfg.get("objective") and metrics else metrics  # {}: another DDP rank
     except Preempted as stop:  # state saved; SLURM (or the same command) resumes it
         stop.hand_over()
     except Terminated as stop:  # recorded as KILLED; exit as the signal would have
@@ -202,6 +205,8 @@ def _train(
     if plan.needs_teacher:
         tracked.log_artifacts([samples.teacher_file], "teacher")
     validator = instantiate(cfg.validation, build_retriever=build_retriever) if cfg.get("validation") else None
+    if validator:
+        validator.report = trial_reporter(cfg)  # a tuning trial's validations go to its study, which may prune it
     loss, trainer = plan.training()
     result = train(
         model,
@@ -218,6 +223,8 @@ def _train(
     )
     tracked.log_metrics(samples.report)  # what the sampler found: negatives, teacher scores, lists, groups
     validated = validator.best_values if validator else {}
+    if validator and validator.pruned_at is not None:
+        tracked.set_tags({"tuning.pruned_at": str(validator.pruned_at)})
     if validator and validator.best is not None:
         tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
     tracked.log_metrics(

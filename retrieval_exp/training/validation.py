@@ -58,6 +58,8 @@ class Validation(Patience, ABC):
         self.dataset, self.depth, self.every = dataset, depth, every
         self.held_out, self.held_out_seed = held_out, held_out_seed
         self.best_values: dict[str, float] = {}
+        self.report: Callable[[float, int], bool] | None = None  # a tuning trial's: True when its pruner stops it
+        self.pruned_at: int | None = None
 
     def score(self, model: Any, hardware: Hardware) -> dict[str, float]:
         """Every measure of the model's ranking of the validation split, by name."""
@@ -68,10 +70,18 @@ class Validation(Patience, ABC):
 
     def update_all(self, values: dict[str, float], step: int) -> bool:
         """Record a validation's values; True when its `measure` is the best so far."""
-        improved = self.update(values[str(self.measure)], step)
+        value = values[str(self.measure)]
+        improved = self.update(value, step)
         if improved:
             self.best_values = dict(values)
+        if self.report is not None and self.report(value, step):
+            self.pruned_at = step
         return improved
+
+    @property
+    def exhausted(self) -> bool:
+        """The patience has run out, or the tuning study pruned the trial."""
+        return self.bad_updates >= self.patience or self.pruned_at is not None
 
     @abstractmethod
     def ranking(self, model: Any, hardware: Hardware, queries: dict[str, str]) -> Run:
