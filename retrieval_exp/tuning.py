@@ -32,7 +32,7 @@ from optuna.study import StudyDirection
 
 from retrieval_exp.tracking.lifecycle import RUN_ID_FILE
 from retrieval_exp.tracking.mlflow_run import open_experiment
-from retrieval_exp.tracking.sweep import SWEEP_FILE, Sweep
+from retrieval_exp.tracking.sweep import RETRIED_FILE, SWEEP_FILE, Sweep
 
 log = logging.getLogger(__name__)
 # hydra-optuna-sweeper 1.3 builds optuna's pre-3.0 distributions, which optuna 4 and 5 still read, with a warning each
@@ -75,23 +75,41 @@ class Resumed:
     next_job: int
 
 
-def resume(ref: StudyRef, directions: Sequence[str], n_trials: int) -> Resumed:
+def resume(ref: StudyRef, directions: Sequence[str], n_trials: int, config: DictConfig) -> Resumed:
     """Open the study (a new one, or the one an earlier launch of this search left): trials it left running are
-    failed and queued again with their values; the trials already finished count towards `n_trials`."""
+    failed and queued again with their values (their jobs' folders marked retried, their MLflow runs KILLED); the
+    trials already finished count towards `n_trials`."""
     study = optuna.create_study(
         storage=ref.storage,
         study_name=ref.name,
-        directions=[StudyDirection[d.upper()] for d in directions],
+        directions=[StudyDirection[direction.upper()] for direction in directions],
         load_if_exists=True,
     )
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retries": trial.number})
-        log.info("trial %d was interrupted: failed, and queued again with %s", trial.number, trial.params)
+        retry = len(study.trials) - 1
+        log.info("trial %d was interrupted: failed, and queued again as trial %d", trial.number, retry)
+        _retire_jobs(config, trial.number, f"interrupted with its search; retried as trial {retry}")
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     if finished:
         log.info("study %s continues: %d of %d trials finished", ref.name, finished, n_trials)
     return Resumed(max(0, n_trials - finished), len(study.trials))
+
+
+def _retire_jobs(config: DictConfig, number: int, why: str) -> None:
+    """The sweep's job folders of trial `number`: marked retried (sweep summaries do not count them failed), and
+    their MLflow runs left RUNNING by the interruption ended KILLED."""
+    client, _ = open_experiment(config.tracking.uri, config.tracking.artifact_root, config.tracking.experiment)
+    for job in Path(config.hydra.sweep.dir).glob("*/.hydra/overrides.yaml"):
+        if f"tuning.trial={number}" not in OmegaConf.load(job):
+            continue
+        folder = job.parent.parent
+        (folder / RETRIED_FILE).write_text(why + "\n")
+        run_id = folder / RUN_ID_FILE
+        if run_id.is_file() and client.get_run(run_id.read_text()).info.status == "RUNNING":
+            client.set_tag(run_id.read_text(), "error", why)
+            client.set_terminated(run_id.read_text(), "KILLED")
 
 
 def trial_overrides(ref: StudyRef, number: int) -> list[str]:

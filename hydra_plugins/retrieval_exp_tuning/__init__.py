@@ -39,7 +39,7 @@ class _Tuning(OptunaSweeperImpl):
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None  # set by setup
-        resumed = tuning.resume(self.study, self._get_directions(), self.n_trials)
+        resumed = tuning.resume(self.study, self._get_directions(), self.n_trials, self.config)
         self.n_trials, self.job_idx = resumed.trials_to_go, resumed.next_job
         if self.n_trials:
             super().sweep(arguments)
