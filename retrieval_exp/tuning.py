@@ -180,8 +180,9 @@ def record_final(config: DictConfig, done: JobReturn) -> None:
         raise RuntimeError("the final evaluation's job returned no Hydra config")
     run_id = (Path(done.hydra_cfg.hydra.runtime.output_dir) / RUN_ID_FILE).read_text().strip()
     parent = client.get_run(sweep.parent_run_id).data.tags
-    for key in ("tuning.study", "tuning.objective", "tuning.trials", "tuning.best_params", "tuning.best_run"):
-        client.set_tag(run_id, key, parent[key])
+    for key, value in parent.items():
+        if key.startswith("tuning."):
+            client.set_tag(run_id, key, value)
     client.set_tag(run_id, "tuning.final", "true")
     client.set_tag(sweep.parent_run_id, "tuning.final_of", parent["tuning.best_run"])
     client.set_tag(sweep.parent_run_id, "tuning.final_run", run_id)

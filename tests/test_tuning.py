@@ -13,9 +13,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from retrieval_exp.report import main as report_main
 from retrieval_exp.training.validation import RerankValidation
 from retrieval_exp.tuning import trial_reporter
-from tests.conftest import REPO, launch, launch_command
+from tests.conftest import REPO, compose_config, launch, launch_command
 from tests.test_training import run_training
 
 SEARCH = (
@@ -76,6 +77,16 @@ def test_a_search_tunes_on_validation_and_evaluates_the_best_trial_once(tmp_path
     check_search(tmp_path, 4)
     params = [trial.params for trial in study(tmp_path).trials]
     assert len({json.dumps(p, sort_keys=True) for p in params}) == 4  # four different points
+
+    assert launch(tmp_path, "trainer.max_steps=4").returncode == 0  # the untuned default beside it
+    default = mlflow_runs(tmp_path)[-1].info.run_id
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    report_main(["tiny", "--out", str(tmp_path / "report"), "--tracking-uri", store, "--baseline", default])
+    text = (tmp_path / "report" / "report.md").read_text()
+    best = study(tmp_path).best_trial
+    assert "| 0 | infonce tuned (4 trials) hparams_search=infonce | 1 |" in text and "## Tuned systems" in text
+    chosen = ", ".join(f"{key}={value:.3g}" for key, value in sorted(best.params.items()))
+    assert f"| 4 (0 pruned) | val/nDCG@10 {best.value:.4f} | {chosen} |" in text
 
 
 @pytest.mark.slow
@@ -141,3 +152,24 @@ def test_a_search_that_would_tune_on_test_or_could_not_continue_is_one_line(
     done = launch(tmp_path, *search(tmp_path, 2), override, multirun=True)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(line)
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()  # no study, no parent run
+
+
+@pytest.mark.parametrize(
+    ("preset", "experiment"),
+    [
+        ("infonce", None),
+        ("adaptive_margin", "self_distill/scifact"),
+        ("hybrid_kd", "hybrid_kd/scifact"),
+        ("rank_distillm", "rank_distillm/scifact"),
+        ("revela", "revela/scifact"),
+    ],
+)
+def test_every_search_preset_searches_keys_its_method_has(preset: str, experiment: str | None) -> None:
+    """Each hparams_search preset, with the experiment its comment names, composes, validates on a split that is not
+    a test collection, and searches keys the composed config has."""
+    chosen = [f"experiment={experiment}"] if experiment else []
+    cfg = compose_config(*chosen, f"hparams_search={preset}", return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("TuningSweeper") and cfg.objective.startswith("val/")
+    for key in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, key
+    assert cfg.validation.dataset != cfg.data.test and not cfg.evaluate
