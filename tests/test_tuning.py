@@ -20,6 +20,7 @@ from tests.conftest import REPO, compose_config, launch, launch_command
 from tests.test_training import run_training
 
 SEARCH = (
+    "hydra/sweeper=optuna",  # the command; hparams_search selects it too
     "hparams_search=infonce",
     "trainer.max_steps=4",
     "validation.every=2",

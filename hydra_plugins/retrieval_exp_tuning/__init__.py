@@ -1,5 +1,6 @@
-"""The Optuna sweeper of conf/hydra/sweeper/optuna.yaml (Hydra takes sweepers from the hydra_plugins package):
-hydra-optuna-sweeper's, plus what a tuning study of this suite needs (retrieval_exp/tuning.py does the work):
+"""The suite's Optuna sweeper (conf/hydra/sweeper/study/tuning.yaml sets it as hydra-optuna-sweeper's class; Hydra
+takes sweepers from the hydra_plugins package): hydra-optuna-sweeper's, plus what a tuning study here needs
+(retrieval_exp/tuning.py does the work):
 
 - each trial job is told its study and trial number (`tuning.*` overrides), so it reports its validation values to
   the study and stops when the study's pruner says so;
