@@ -40,6 +40,7 @@ OLD_DISTRIBUTIONS = "(Int|IntLog|Log|Discrete)?UniformDistribution has been depr
 warnings.filterwarnings("ignore", OLD_DISTRIBUTIONS, FutureWarning)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 TRIAL_ONLY = ("tuning.", "hydra", "validation", "evaluate=", "objective=", "train=", "model.name_or_path=", "method=")
+JOB_ATTR = "job"  # a trial's user attribute: the number of the job (and folder) that ran it
 FINAL_OVERRIDES = ("train=false", "evaluate=true", "~validation", "objective=null", "tuning.trial=null")
 
 
@@ -90,31 +91,39 @@ def resume(ref: StudyRef, directions: Sequence[str], n_trials: int, config: Dict
         study.enqueue_trial(trial.params, user_attrs={"retries": trial.number})
         retry = len(study.trials) - 1
         log.info("trial %d was interrupted: failed, and queued again as trial %d", trial.number, retry)
-        _retire_jobs(config, trial.number, f"interrupted with its search; retried as trial {retry}")
+        _retire_job(config, trial, f"interrupted with its search; retried as trial {retry}")
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     if finished:
         log.info("study %s continues: %d of %d trials finished", ref.name, finished, n_trials)
-    return Resumed(max(0, n_trials - finished), len(study.trials))
+    return Resumed(max(0, n_trials - finished), _next_job(Path(config.hydra.sweep.dir)))
 
 
-def _retire_jobs(config: DictConfig, number: int, why: str) -> None:
-    """The sweep's job folders of trial `number`: marked retried (sweep summaries do not count them failed), and
-    their MLflow runs left RUNNING by the interruption ended KILLED."""
-    client, _ = open_experiment(config.tracking.uri, config.tracking.artifact_root, config.tracking.experiment)
-    for job in Path(config.hydra.sweep.dir).glob("*/.hydra/overrides.yaml"):
-        if f"tuning.trial={number}" not in OmegaConf.load(job):
-            continue
-        folder = job.parent.parent
-        (folder / RETRIED_FILE).write_text(why + "\n")
-        run_id = folder / RUN_ID_FILE
-        if run_id.is_file() and client.get_run(run_id.read_text()).info.status == "RUNNING":
+def _next_job(sweep_dir: Path) -> int:
+    """The first job number no folder of the sweep has: a continued search writes into none of its trials' or its
+    final evaluation's folders (job folders are `hydra.sweep.dir/<job number>`, conf/config.yaml)."""
+    numbers = [int(job.name) for job in sweep_dir.glob("*") if job.name.isdigit()] if sweep_dir.is_dir() else []
+    return max(numbers, default=-1) + 1
+
+
+def _retire_job(config: DictConfig, trial: optuna.trial.FrozenTrial, why: str) -> None:
+    """The job folder of an interrupted trial: marked retried (sweep summaries do not count it failed), and its MLflow
+    run, left RUNNING by the interruption, ended KILLED."""
+    folder = Path(config.hydra.sweep.dir) / str(trial.user_attrs[JOB_ATTR])
+    if not folder.is_dir():  # interrupted before its job began
+        return
+    (folder / RETRIED_FILE).write_text(why + "\n")
+    run_id = folder / RUN_ID_FILE
+    if run_id.is_file():
+        client, _ = open_experiment(config.tracking.uri, config.tracking.artifact_root, config.tracking.experiment)
+        if client.get_run(run_id.read_text()).info.status == "RUNNING":
             client.set_tag(run_id.read_text(), "error", why)
             client.set_terminated(run_id.read_text(), "KILLED")
 
 
-def trial_overrides(ref: StudyRef, number: int) -> list[str]:
-    """What tells a trial's job where it reports."""
-    return [f"tuning.storage='{ref.storage}'", f"tuning.study='{ref.name}'", f"tuning.trial={number}"]
+def trial_overrides(ref: StudyRef, trial: optuna.trial.Trial, job: int) -> list[str]:
+    """What tells a trial's job where it reports; the trial remembers its job's number (for a continued search)."""
+    trial.set_user_attr(JOB_ATTR, job)
+    return [f"tuning.storage='{ref.storage}'", f"tuning.study='{ref.name}'", f"tuning.trial={trial.number}"]
 
 
 def trial_reporter(cfg: DictConfig) -> Callable[[float, int], bool] | None:

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from retrieval_exp.report import main as report_main
+from retrieval_exp.tracking.sweep import RETRIED_FILE, summarize
 from retrieval_exp.training.validation import RerankValidation
 from retrieval_exp.tuning import trial_reporter
 from tests.conftest import REPO, compose_config, launch, launch_command
@@ -110,9 +111,18 @@ def test_a_killed_search_continues_where_it_stopped(tmp_path: Path) -> None:
     assert trials[2].state == optuna.trial.TrialState.FAIL
     [retried] = [trial for trial in trials if trial.user_attrs.get("retries") == 2]
     assert retried.params == interrupted.params and retried.state == optuna.trial.TrialState.COMPLETE
-    jobs = [OmegaConf.load(job / ".hydra" / "overrides.yaml") for job in (tmp_path / "sweep").glob("*/")]
+
+    more = launch(tmp_path, *search(tmp_path, 5), multirun=True)  # the finished search, one trial more
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert len(study(tmp_path).get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 5
+    written = [job / ".hydra" / "overrides.yaml" for job in (tmp_path / "sweep").glob("*/")]
+    jobs = [OmegaConf.load(overrides) for overrides in written if overrides.is_file()]  # a kill -9 may beat Hydra
     numbers = [next(o for o in job if o.startswith("tuning.trial=")) for job in jobs if "train=false" not in job]
-    assert len(numbers) == len(set(numbers))  # every trial ran in a directory of its own
+    assert len(numbers) == len(set(numbers))  # every trial ran in a folder of its own
+    finals = [run for run in mlflow_runs(tmp_path) if run.data.tags.get("tuning.final") == "true"]
+    folders = [job for job in (tmp_path / "sweep").iterdir() if job.is_dir()]
+    assert len(folders) == len(study(tmp_path).trials) + len(finals)  # none wrote into a final evaluation's
+    assert (tmp_path / "sweep" / str(interrupted.user_attrs["job"]) / "retried").is_file()
 
 
 def test_a_trial_reports_each_validation_and_its_pruner_stops_it(tmp_path: Path) -> None:
@@ -174,3 +184,10 @@ def test_every_search_preset_searches_keys_its_method_has(preset: str, experimen
     for key in cfg.hydra.sweeper.params:
         assert OmegaConf.select(cfg, key) is not None, key
     assert cfg.validation.dataset != cfg.data.test and not cfg.evaluate
+
+
+def test_a_job_killed_as_hydra_made_its_folder_is_summarised_as_retried(tmp_path: Path) -> None:
+    """A kill -9 can land between Hydra's making a job's folder and its writing the job's overrides there."""
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / RETRIED_FILE).write_text("interrupted with its search; retried as trial 1\n")
+    assert summarize(tmp_path) == (["job", "overrides", "status"], [["0", "", "retried"]])

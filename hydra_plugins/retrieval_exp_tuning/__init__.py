@@ -54,6 +54,6 @@ class _Tuning(OptunaSweeperImpl):
     ) -> Sequence[Sequence[str]]:
         overrides = super()._configure_trials(trials, search_space_distributions, fixed_params)
         return [
-            (*job, *tuning.trial_overrides(self.study, trial.number))
-            for job, trial in zip(overrides, trials, strict=True)
+            (*job, *tuning.trial_overrides(self.study, trial, self.job_idx + offset))
+            for offset, (job, trial) in enumerate(zip(overrides, trials, strict=True))
         ]

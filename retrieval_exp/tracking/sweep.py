@@ -51,7 +51,8 @@ def summarize(sweep_dir: Path) -> tuple[list[str], list[list[str]]]:
     measures = sorted({m for metrics in results.values() if metrics for m in metrics})
     rows = []
     for job, metrics in results.items():
-        overrides = " ".join(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+        written = job / ".hydra" / "overrides.yaml"  # absent: the job was stopped as Hydra made its folder
+        overrides = " ".join(OmegaConf.load(written)) if written.is_file() else ""
         values = [f"{metrics[m]:.4f}" if metrics and m in metrics else "" for m in measures]
         status = "finished" if metrics else "retried" if (job / RETRIED_FILE).is_file() else "failed"
         rows.append([job.name, overrides, status, *values])
