@@ -11,7 +11,7 @@ from retrieval_exp.experiment import main as run_experiment  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict[str, float] | None:
+def main(cfg: DictConfig) -> dict[str, float] | float | None:
     return run_experiment(cfg)
 
 

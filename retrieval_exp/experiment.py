@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import user_error
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.measures import RESULT_FILES, read_metrics, write_metrics
-from retrieval_exp.plan import Plan, build_plan, require_complete
+from retrieval_exp.plan import Plan, build_plan, require_complete, settle_validation
 from retrieval_exp.prefetch import prefetch
 from retrieval_exp.settings import plain
 from retrieval_exp.tracking.lifecycle import RUN_ID_FILE, tracked_run
@@ -48,17 +49,20 @@ from retrieval_exp.training import distributed
 from retrieval_exp.training.distributed import Ranks
 from retrieval_exp.training.loop import train
 from retrieval_exp.training.preemption import Preempted, Terminated
+from retrieval_exp.tuning import trial_reporter
 
 log = logging.getLogger(__name__)
 AGREEMENT_FILE = "agreement.tsv"
 
 
-def main(cfg: DictConfig) -> dict[str, float] | None:
-    """Entry for launch.py. Bad input ends a single run with one line and exit code 2; in a sweep the failure is
-    recorded (FAILED in MLflow, no metrics.json) and the other jobs go on, the sweep exiting 1 at its end."""
+def main(cfg: DictConfig) -> dict[str, float] | float | None:
+    """Entry for launch.py: the run's measures, or with `objective` set the one a sweeper optimises. Bad input ends
+    a single run with one line and exit code 2; in a sweep the failure is recorded (FAILED in MLflow, no
+    metrics.json) and the other jobs go on, the sweep exiting 1 at its end."""
     in_sweep = current_sweep() is not None
     try:
-        return run(cfg)
+        metrics = run(cfg)
+        return metrics[cfg.objective] if cfg.get("objective") and metrics else metrics  # {}: another DDP rank
     except Preempted as stop:  # state saved; SLURM (or the same command) resumes it
         stop.hand_over()
     except Terminated as stop:  # recorded as KILLED; exit as the signal would have
@@ -92,7 +96,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     seed_everything(cfg.seed)
     if not ranks.is_main:  # another process of a data-parallel job: it trains, rank 0 records and evaluates
         model = instantiate(cfg.model).to(hardware.torch_device)
-        _train(cfg, plan, model, hardware, out_dir, UNTRACKED, ranks)
+        _train(cfg, plan, model, hardware, out_dir, UNTRACKED, ranks, _retriever_builder(cfg, plan))
         return {}
     with run_lock(out_dir):  # a second launch of this config is refused while this one runs
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -111,6 +115,7 @@ def check(cfg: DictConfig) -> tuple[Plan, dict[str, str]]:
     require_complete(cfg)
     require_store(cfg.tracking.uri)
     sources = resolve_references(cfg, cfg.tracking.uri, Path(cfg.paths.cache))
+    settle_validation(cfg)
     return build_plan(cfg), sources
 
 
@@ -131,11 +136,10 @@ def _execute(
     cfg: DictConfig, plan: Plan, hardware: Hardware, out_dir: Path, tracked: TrackedRun, ranks: Ranks
 ) -> dict[str, float]:
     model: Any = instantiate(cfg.model).to(hardware.torch_device) if plan.needs_model else None
-    build_retriever = plan.build_retriever
-    if plan.trains and "cache_dir" in cfg.retriever:
-        build_retriever = partial(build_retriever, cache_dir=None)  # a trained model's vectors would serve once
+    build_retriever = _retriever_builder(cfg, plan)
+    validated: dict[str, float] = {}
     if plan.trains:
-        samples = _train(cfg, plan, model, hardware, out_dir, tracked, ranks)
+        samples, validated = _train(cfg, plan, model, hardware, out_dir, tracked, ranks, build_retriever)
         if cfg.get("agreement"):
             _teacher_agreement(cfg, model, samples, hardware, out_dir, tracked)
         if cfg.save_model:
@@ -146,19 +150,22 @@ def _execute(
     benchmark = cfg.get("benchmark")
     depth = benchmark.rerank_depth if benchmark else 0  # what pools re-rank; only benchmarks have pools
     results, outputs = {}, [out_dir / "config.yaml"]
-    for collection in plan.collections:
+    for collection in plan.collections if cfg.evaluate else ():
         prefix, folder = (f"{collection.name}/", out_dir / collection.name) if benchmark else ("", out_dir)
         retriever = retriever_for(collection, build_retriever, encoder, hardware, depth, cache)
         evaluation, counts, files = evaluate_collection(collection, retriever, cfg.eval, folder, plan.method)
         results[collection.name] = evaluation.metrics
         tracked.log_metrics({f"{prefix}{name}": value for name, value in {**evaluation.metrics, **counts}.items()})
         tracked.log_artifacts([folder / name for name in RESULT_FILES] + files, collection.name if benchmark else None)
-    metrics = results[plan.collections[0].name]
-    if benchmark:
+    metrics = results[plan.collections[0].name] if cfg.evaluate else {}
+    if benchmark and cfg.evaluate:
         metrics = {f"{name}/{m}": v for name, values in results.items() for m, v in values.items()} | means(results)
+    metrics |= {f"val/{name}": value for name, value in validated.items()}  # the kept weights' validation
+    if benchmark or not cfg.evaluate or validated:
         write_metrics(metrics, out_dir)
         outputs.append(out_dir / "metrics.json")
-    tracked.log_metrics({**metrics, "time/retrieve_s": time.perf_counter() - started, **_peak_memory()})
+    tested = {name: value for name, value in metrics.items() if not name.startswith("val/")}  # val/*: logged as made
+    tracked.log_metrics({**tested, "time/retrieve_s": time.perf_counter() - started, **_peak_memory()})
     tracked.log_artifacts(outputs)
     if plan.trains and cfg.save_model:
         write_model_card(out_dir / "model", tracked.client.get_run(tracked.run_id))
@@ -170,10 +177,26 @@ def _execute(
     return metrics
 
 
+def _retriever_builder(cfg: DictConfig, plan: Plan) -> Callable[..., Any]:
+    """The run's retriever waiting for its encoder; for a trained model, without an embedding cache (its vectors
+    would serve once)."""
+    if plan.trains and "cache_dir" in cfg.retriever:
+        return partial(plan.build_retriever, cache_dir=None)
+    return plan.build_retriever
+
+
 def _train(
-    cfg: DictConfig, plan: Plan, model: Any, hardware: Hardware, out_dir: Path, tracked: TrackedRun, ranks: Ranks
-) -> Any:
-    """Train `model` in place; returns the training samples (with the teacher's scores when the loss needs them)."""
+    cfg: DictConfig,
+    plan: Plan,
+    model: Any,
+    hardware: Hardware,
+    out_dir: Path,
+    tracked: TrackedRun,
+    ranks: Ranks,
+    build_retriever: Callable[..., Any],
+) -> tuple[Any, dict[str, float]]:
+    """Train `model` in place; returns the training samples (with the teacher's scores when the loss needs them)
+    and the measures of the best validation (none without one)."""
     with ranks.main_first():  # rank 0 fills the caches (mined negatives, teacher scores); the others then read them
         samples = instantiate(cfg.data.train)
         if plan.needs_teacher:
@@ -181,7 +204,9 @@ def _train(
             samples.attach_teacher(TeacherScores(teacher, Path(cfg.paths.cache) / "teacher_scores", hardware))
     if plan.needs_teacher:
         tracked.log_artifacts([samples.teacher_file], "teacher")
-    validator = instantiate(cfg.validation) if cfg.get("validation") else None
+    validator = instantiate(cfg.validation, build_retriever=build_retriever) if cfg.get("validation") else None
+    if validator:
+        validator.report = trial_reporter(cfg)  # a tuning trial's validations go to its study, which may prune it
     loss, trainer = plan.training()
     result = train(
         model,
@@ -197,6 +222,9 @@ def _train(
         ranks,
     )
     tracked.log_metrics(samples.report)  # what the sampler found: negatives, teacher scores, lists, groups
+    validated = validator.best_values if validator else {}
+    if validator and validator.pruned_at is not None:
+        tracked.set_tags({"tuning.pruned_at": str(validator.pruned_at)})
     if validator and validator.best is not None:
         tracked.log_metrics({f"val/best_{validator.measure}": validator.best, "val/best_step": validator.best_step})
     tracked.log_metrics(
@@ -206,7 +234,7 @@ def _train(
             "train/examples_per_s": result.examples_per_second,
         }
     )
-    return samples
+    return samples, validated
 
 
 def _teacher_agreement(
@@ -233,14 +261,15 @@ def _peak_memory() -> dict[str, float]:
 def _print_summary(
     cfg: DictConfig, plan: Plan, metrics: dict[str, Any], out_dir: Path, tracked: TrackedRun, seconds: float
 ) -> None:
-    if cfg.get("benchmark"):
+    if cfg.get("benchmark") and cfg.evaluate:
         lines = [f"{plan.method} on benchmark {cfg.benchmark.name!r}:"]
         for group in [collection.name for collection in plan.collections] + list(MEANS):
             found = {name.split("/", 1)[1]: value for name, value in metrics.items() if name.startswith(f"{group}/")}
             lines.append(f"  {group:10} " + "  ".join(f"{name} {value:.4f}" for name, value in found.items()))
         summary = "\n".join(lines)
     else:
-        summary = f"{plan.method} on {cfg.data.test}: " + "  ".join(f"{n} {v:.4f}" for n, v in metrics.items())
+        where = cfg.data.test if cfg.evaluate else f"{cfg.validation.dataset} (validation only, evaluate=false)"
+        summary = f"{plan.method} on {where}: " + "  ".join(f"{n} {v:.4f}" for n, v in metrics.items())
     print(
         f"\n{summary}\n"
         f"  {seconds:.0f} s; outputs in {out_dir}; MLflow run {tracked.run_id} "

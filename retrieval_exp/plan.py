@@ -1,6 +1,6 @@
 """The run's plan, made from the composed config at start-up: what the run will do, with the objects it needs built.
 Every impossible combination fails here with one line, before any model or corpus is loaded and before the MLflow
-store is touched. (Held-out validation during training is another thing: `cfg.validation`, training/rerank_validation.)
+store is touched. (Held-out validation during training is another thing: `cfg.validation`, training/validation.)
 
 The checks are by construction: every configured object that is cheap to build (hardware, retriever and its first
 stage, loss, optimiser, scheduler, selection rule, run-file readers) is built here, each value checked against its
@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from retrieval_exp.benchmark import Collection, prepare
-from retrieval_exp.data import irds
+from retrieval_exp.benchmark import collections as test_collections
+from retrieval_exp.data import held_out, irds
 from retrieval_exp.errors import UserError, user_error
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.losses.base import Loss
@@ -31,6 +32,7 @@ from retrieval_exp.models.hub import require_available, require_dropout
 from retrieval_exp.settings import build, check_arguments
 from retrieval_exp.training.grad_cache import ChunkableModel
 from retrieval_exp.training.loop import TrainerSettings
+from retrieval_exp.training.validation import RetrievalValidation
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,44 @@ def require_complete(cfg: DictConfig) -> None:
         raise UserError(f"{', '.join(missing)} must be set: add {missing[0]}=... to the command (see the preset)")
 
 
+def settle_validation(cfg: DictConfig) -> None:
+    """Check what validation and tuning ask for, and, where validation has no dataset, hold a seeded share of the
+    training queries out: validation.dataset and data.train.dataset become the two parts' ids (data/held_out.py),
+    so that config.yaml and MLflow name the split the run used."""
+    validation, objective = cfg.get("validation"), cfg.get("objective")
+    if not validation:
+        if objective is not None or not cfg.evaluate:
+            why = f"objective={objective}" if objective is not None else "evaluate=false"
+            raise UserError(f"{why} reads the run's validation, but validation is null: add validation=dev")
+        return
+    if not cfg.train:
+        raise UserError("validation runs during training, and train=false: set validation=null")
+    if validation.dataset is None:
+        base = cfg.data.get("train", {}).get("dataset")
+        if base is None:
+            raise UserError(
+                "validation=dev without a dev split holds training queries out, but data.train has no "
+                "dataset: set validation.dataset to a dev split"
+            )
+        fit, val = held_out.split_ids(base, validation.held_out, validation.held_out_seed)
+        with open_dict(cfg):
+            cfg.validation.dataset, cfg.data.train.dataset = val, fit
+    check_node(validation, "validation")  # after the split is named: its share's range is checked here too
+    tested = {collection.test for collection in test_collections(cfg)}
+    if cfg.evaluate and validation.dataset in tested:
+        raise UserError(
+            f"validation.dataset={validation.dataset} is a test collection of this run: validate on a dev split "
+            "(or validation.dataset=null to hold training queries out)"
+        )
+    if objective is not None:
+        measures = {f"val/{measure}" for measure in parse_measures([validation.measure, *validation.measures])}
+        if objective not in measures:
+            kind = "a test measure" if not str(objective).startswith("val/") else "not measured"
+            raise UserError(
+                f"objective={objective} is {kind}: tune on validation, one of {', '.join(sorted(measures))}"
+            )
+
+
 def build_plan(cfg: DictConfig) -> Plan:
     """Check the config and build what is cheap to build; the returned plan says what the recipe has to do."""
     build(EvalSettings, cfg.eval, "eval")
@@ -132,12 +172,12 @@ def build_plan(cfg: DictConfig) -> Plan:
             require_available(cfg.model.lm)
         if retriever.needs_encoder:
             _require_kind(model.kind, retriever.model_kinds, f"retriever={retriever.name} ranks with")
-    collections = tuple(prepare(cfg, needs_model, retriever))
+    collections = tuple(prepare(cfg, needs_model, retriever)) if cfg.evaluate else ()  # evaluate=false: none read
     build_retriever = construct(cfg.retriever, "retriever", _partial_=True)  # its first stage (a run file) is read
     build_retriever(**({"encoder": None, "hardware": hardware} if retriever.needs_encoder else {}))  # its own rules
     plan = Plan(trains, needs_model, cfg.get("method") or retriever.name, collections, hardware, build_retriever)
     if trains:
-        loss, trainer = _check_training(cfg, model)
+        loss, trainer = _check_training(cfg, model, retriever)
         plan = replace(plan, method=cfg.get("method") or loss.name, loss=loss, trainer=trainer)
     if cfg.tracking.get("register_as") and not (trains and cfg.save_model and cfg.tracking.log_model):
         raise UserError(
@@ -160,7 +200,7 @@ def _require_kind(kind: str, kinds: tuple[str, ...], what: str) -> None:
         )
 
 
-def _check_training(cfg: DictConfig, model: Any) -> tuple[Loss, TrainerSettings]:
+def _check_training(cfg: DictConfig, model: Any, retriever: Any) -> tuple[Loss, TrainerSettings]:
     """Loss, model, sampler, optimiser, scheduler, validation and teacher agree; returns the loss and the trainer
     settings, built."""
     settings = build(TrainerSettings, cfg.trainer, "trainer")  # first: data.train's settings interpolate them
@@ -188,8 +228,13 @@ def _check_training(cfg: DictConfig, model: Any) -> tuple[Loss, TrainerSettings]
     if settings.loss_patience is not None and cfg.get("validation"):
         raise UserError("trainer.loss_patience and validation both stop early: keep one (e.g. validation=null)")
     if cfg.get("validation"):
-        irds.require(cfg.validation.dataset, "queries", "qrels", "scoreddocs")
-        parse_measures([cfg.validation.measure])
+        validation = construct(cfg.validation, "validation")
+        irds.require(validation.dataset, *validation.requires)
+        if isinstance(validation, RetrievalValidation) and not retriever.needs_encoder:
+            raise UserError(
+                f"validation ranks with the run's retriever, but retriever={retriever.name} does not use the model: "
+                "choose one that does (retriever=dense, retriever=rerank)"
+            )
     if loss.needs_teacher:
         if cfg.get("teacher") is None:
             raise UserError(f"loss {loss.name!r} distils a teacher's scores: choose one, e.g. model@teacher=mpnet")

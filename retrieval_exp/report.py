@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import shutil
@@ -177,6 +178,23 @@ def seeds_section(systems: Sequence[System], measure: str) -> list[str]:
     return [f"## {measure}: per seed", "", *_table(["#", "system", "seed", *collections], rows), ""] if rows else []
 
 
+def tuning_section(systems: Sequence[System]) -> list[str]:
+    """For each tuned system's runs: the search that chose its values, on validation."""
+    rows = []
+    for number, system in enumerate(systems):
+        for run in system.runs:
+            if run.tuning:
+                chosen = ", ".join(f"{k}={v:.3g}" for k, v in json.loads(run.tuning["best_params"]).items())
+                trials = f"{run.tuning['trials']} ({run.tuning.get('pruned', '0')} pruned)"
+                value = f"{run.tuning['objective']} {float(run.tuning['best_value']):.4f}"
+                rows.append([str(number), system.label, run.seed, trials, value, chosen, run.tuning["best_run"]])
+    if not rows:
+        return []
+    header = ["#", "system", "seed", "trials", "best validation", "chosen values", "best trial's run"]
+    note = "Chosen on validation by an Optuna search (hparams_search); its best trial's model evaluated on test once."
+    return ["## Tuned systems", "", note, "", *_table(header, rows), ""]
+
+
 def write_report(systems: list[System], baseline: System, measures: Sequence[str], out: Path) -> None:
     """report.md, report.csv, runs/<system>-<seed>-<collection>.trec, a heat-map, interval plots and loss curves."""
     out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +206,7 @@ def write_report(systems: list[System], baseline: System, measures: Sequence[str
         lines += measure_section(systems, baseline, measure, *results[measure])
     lines += difference_section(systems, primary, *results[primary])
     lines += seeds_section(systems, primary)
+    lines += tuning_section(systems)
     lines.append(
         "Per collection, each system's per-query values are averaged over its seeds and paired with the baseline's on "
         "the same queries; collections are never mixed query by query. Run files (of a study read from MLflow): "

@@ -52,6 +52,7 @@ class AtMost:
 Positive = Annotated[int, AtLeast(1)]  # counts: steps, sizes, intervals
 PositiveFloat = Annotated[float, AtLeast(0, exclusive=True)]  # rates, norms, temperatures
 NonNegativeFloat = Annotated[float, AtLeast(0)]  # margins, weights
+Share = Annotated[float, AtLeast(0, exclusive=True), AtMost(1, exclusive=True)]  # a part of a whole, not all of it
 
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from retrieval_exp.errors import UserError
 from retrieval_exp.tracking.mlflow_run import absolute_uri, add_store_argument, metric_key
+from retrieval_exp.tuning import FINAL_OVERRIDES
 
 COSTS = {"train s": "time/train_s", "steps": "train/steps", "peak MB": "memory/peak_rss_mb"}  # label -> metric
 PerQuery = dict[str, dict[str, float]]  # measure -> query id -> value
@@ -55,6 +57,12 @@ class StudyRun:
     loss_curve: list[tuple[int, float]]
     parent_run_id: str | None
     started_ms: int = 0  # the run's start time: systems are listed in order of first appearance
+    tuning: dict[str, str] = field(default_factory=dict)  # of a search's final evaluation: its tuning.* tags
+
+    @property
+    def tuned_keys(self) -> set[str]:
+        """The config keys a search chose (and the model it chose them for), which differ between seeds' searches."""
+        return {*json.loads(self.tuning["best_params"]), "model.name_or_path"} if self.tuning else set()
 
 
 @dataclass
@@ -101,7 +109,13 @@ def find_runs(
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
         found = client.search_runs(ids, f"tags.sweep_id = '{source}'", order_by=["attributes.start_time ASC"])
-    finished = [r for r in found if r.info.status == "FINISHED" and "sweep_parent" not in r.data.tags]
+    finished = [
+        r
+        for r in found
+        if r.info.status == "FINISHED"
+        and "sweep_parent" not in r.data.tags
+        and not r.data.tags.get("dataset", "").startswith("validation:")  # tuning trials: no test collection
+    ]
     if not finished:
         raise UserError(f"no finished runs in experiment or sweep {source!r}: check the name and --tracking-uri")
     return [_load(client, record, folder / record.info.run_id, costs, run_files) for record in finished]
@@ -124,7 +138,7 @@ def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str
         prefix = metric_key(folder)
         aggregate = {m: metrics[prefix + metric_key(m)] for m in per_query if prefix + metric_key(m) in metrics}
         collections[name] = CollectionResult(aggregate, per_query, run_file)
-    overrides = tags.get("overrides", "").split()
+    overrides = [re.sub(r"\\(.)", r"\1", o) for o in tags.get("overrides", "").split()]  # a sweep job's: escaped
     seed = next((o.split("=", 1)[1] for o in overrides if _key(o) == "seed"), "default")
     return StudyRun(
         run_id,
@@ -137,6 +151,9 @@ def _load(client: MlflowClient, record: MlflowRun, target: Path, costs: dict[str
         _one_per_step(client.get_metric_history(run_id, "train/loss")),
         tags.get("mlflow.parentRunId"),
         record.info.start_time,
+        {k.removeprefix("tuning."): v for k, v in tags.items() if k.startswith("tuning.")}
+        if "tuning.final" in tags
+        else {},
     )
 
 
@@ -208,11 +225,15 @@ def group(runs: Sequence[StudyRun], across: Sequence[str] = ("seed",)) -> list[S
     every system shares (those keys left out), or by its method when it has none of its own."""
     systems: dict[tuple[str, ...], System] = {}
     for run in runs:
-        key = tuple(sorted(o for o in run.overrides if _key(o) not in across))
+        key = tuple(sorted(o for o in run.overrides if _key(o) not in {*across, *run.tuned_keys}))
         systems.setdefault(key, System(key, run.method)).runs.append(run)
     shared = set.intersection(*(set(system.key) for system in systems.values()))
     for system in systems.values():
         own = [o for o in system.key if o not in shared]
+        tuning = system.runs[0].tuning
+        if tuning:  # the final evaluation's own overrides say how it was run, not what it is
+            own = [o for o in own if o not in FINAL_OVERRIDES and _key(o) != "method"]
+            own.insert(0, f"{system.method} tuned ({tuning['trials']} trials)")
         system.label = " ".join(own) or system.method
         seeds = [run.seed for run in system.runs]
         if len(set(seeds)) < len(seeds):

@@ -131,10 +131,11 @@ def tiny_llama() -> Path:
     return folder
 
 
-def compose_config(*overrides: str) -> DictConfig:
+def compose_config(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
     """The real conf/ composed with the tests' extra options (tiny_bert, tiny) on the search path."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"hydra.searchpath=[file://{TEST_CONF}]", *overrides])
+        search_path = f"hydra.searchpath=[file://{TEST_CONF}]"
+        return compose("config", overrides=[search_path, *overrides], return_hydra_config=return_hydra_config)
 
 
 def run_recipe(workdir: Path, *overrides: str, tiny: bool = True) -> dict[str, float]:

@@ -221,6 +221,28 @@ CASES = {  # kind: (overrides, the inputs to make, the line printed)
         _folder(lambda folder: (folder / "scoreddocs" / "test.run").write_text("t1 d1\n")),
         "scoreddocs/test.run', line 1, is not a TREC run line",
     ),
+    "tuning on a test measure": (
+        ["validation=dev", "objective=nDCG@10"],
+        _nothing,
+        "objective=nDCG@10 is a test measure: tune on validation, one of val/R@100, val/RR@10, val/nDCG@10",
+    ),
+    "tuning without validation": (["objective=val/nDCG@10"], _nothing, "but validation is null: add validation=dev"),
+    "validating on the test collection": (
+        ["validation=dev", "validation.dataset=tiny/test"],
+        _nothing,
+        "validation.dataset=tiny/test is a test collection of this run: validate on a dev split",
+    ),
+    "held-out share out of range": (
+        ["validation=dev", "validation.held_out=1"],
+        _nothing,
+        "validation.held_out=1 is out of range: it must be < 1",
+    ),
+    "validation without training": (["validation=dev", "train=false"], _nothing, "validation runs during training"),
+    "held out of a split without queries": (
+        ["validation=dev", "data.train.dataset=beir/scifact"],
+        _nothing,
+        "cannot hold queries out of 'beir/scifact', which has no queries and qrels",
+    ),
 }
 
 

@@ -16,14 +16,16 @@ OPTIONS = sorted(  # every option of every group, the tests' own included, prese
     if group.is_dir() and group.name != "hydra"  # Hydra's own groups: the SLURM launcher, in test_cluster_config
     for path in group.rglob("*.yaml")
 )
+GLOBAL_GROUPS = ("experiment", "hparams_search")  # options that set keys across the config (`@package _global_`)
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_its_target_imports(group: str, option: str) -> None:
     cfg = compose_config(f"{group}={option}")
-    node = cfg if group == "experiment" else cfg[group]
+    whole = group in GLOBAL_GROUPS
+    node = cfg if whole else cfg[group]
     for key in ("model", "loss", "retriever", "hardware", "optim"):
-        target = (node.get(key) if group == "experiment" else node) or {}
+        target = (node.get(key) if whole else node) or {}
         if "_target_" in target:
             assert get_object(target._target_)
 

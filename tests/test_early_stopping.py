@@ -12,7 +12,7 @@ from retrieval_exp.hardware import Hardware
 from retrieval_exp.plan import build_plan
 from retrieval_exp.training import checkpoint
 from retrieval_exp.training.optim import parameter_groups
-from retrieval_exp.training.rerank_validation import RerankValidation
+from retrieval_exp.training.validation import RerankValidation
 from tests.conftest import TINY, compose_config
 from tests.test_training import run_training
 
@@ -43,7 +43,7 @@ def test_training_ends_with_the_best_validated_weights(tmp_path: Path) -> None:
     assert trained.result.steps == len(values) and (trained.result.steps < 6) == validator.exhausted
     best = checkpoint.load(tmp_path, checkpoint.BEST)["model"]
     assert all((best[name] == value).all() for name, value in trained.model.state_dict().items())
-    assert validator.score(trained.model, Hardware()) == pytest.approx(validator.best)
+    assert validator.score(trained.model, Hardware())["nDCG@10"] == pytest.approx(validator.best)
 
 
 def test_training_loss_patience_stops_on_epochs_and_keeps_the_best_epoch(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from retrieval_exp.data.local import register_all
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.training.distributed import SINGLE_PROCESS
 from retrieval_exp.training.loop import TrainerSettings, TrainingDiverged, TrainingResult, _require_finite, train
-from retrieval_exp.training.rerank_validation import RerankValidation
 from retrieval_exp.training.schedule import warmup_decay
+from retrieval_exp.training.validation import Validation
 from tests.conftest import REPO, TINY, compose_config, launch
 from tests.test_launch import runs
 
@@ -47,7 +47,7 @@ def run_training(
     max_steps: int,
     stop_at: int | None = None,
     precision: str = "fp32",
-    validator: RerankValidation | None = None,
+    validator: Validation | None = None,
     overrides: tuple[str, ...] = ("trainer.checkpoint_every=1",),
 ) -> Trained:
     """Train the tiny model on the tiny collection, recording the training losses and validation values."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import ir_datasets
 
+from retrieval_exp.data import held_out
 from retrieval_exp.errors import UserError
 from retrieval_exp.ir_types import Corpus, Qrels, content_key
 
@@ -20,6 +21,8 @@ def load(dataset_id: str) -> Any:
     try:
         return ir_datasets.load(dataset_id)
     except KeyError:
+        if held_out.register_if_held_out(dataset_id):
+            return ir_datasets.load(dataset_id)
         raise UserError(
             f"unknown dataset id {dataset_id!r}: use an ir_datasets id such as 'beir/scifact/test', "
             "or register a local BEIR folder under data.register"

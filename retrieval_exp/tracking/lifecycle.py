@@ -42,7 +42,7 @@ def tracked_run(cfg: DictConfig, plan: Plan, out_dir: Path, results: Sequence[st
     tags = {
         "method": plan.method,
         "model": model,
-        "dataset": f"benchmark:{cfg.benchmark.name}" if cfg.get("benchmark") else cfg.data.test,
+        "dataset": _evaluated_on(cfg),
         "collections": ",".join(collection.name for collection in plan.collections),
         "train_dataset": cfg.data.train.get("dataset") or cfg.data.train.get("path") if plan.trains else "none",
         "git_commit": git_commit(),
@@ -77,3 +77,9 @@ def tracked_run(cfg: DictConfig, plan: Plan, out_dir: Path, results: Sequence[st
         tracked.finish("KILLED" if isinstance(err, KeyboardInterrupt | Terminated) else "FAILED")
         raise
     tracked.finish("FINISHED")
+
+
+def _evaluated_on(cfg: DictConfig) -> str:
+    if not cfg.evaluate:
+        return f"validation:{cfg.validation.dataset}"
+    return f"benchmark:{cfg.benchmark.name}" if cfg.get("benchmark") else str(cfg.data.test)

@@ -3,7 +3,8 @@
 on_multirun_start creates the store (so parallel jobs never race on the first use of the sqlite file), the
 experiment and a parent run, and writes sweep.json into the sweep directory; each job reads that file to tag
 itself with the sweep id and nest under the parent. on_multirun_end gathers every job's metrics.json into
-summary.tsv, logs it to the parent, and ends the parent FAILED (and the process with exit code 1) when a job failed.
+summary.tsv, logs it to the parent, and ends the parent FAILED (and the process with exit code 1) when a job failed
+(a job an Optuna search ran again elsewhere, after an interruption, is `retried`, not failed).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from retrieval_exp.tracking.mlflow_run import git_commit, open_experiment
 
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.tsv"
+RETRIED_FILE = "retried"  # in a job folder whose run an Optuna search tried again in another (retrieval_exp.tuning)
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,11 @@ def summarize(sweep_dir: Path) -> tuple[list[str], list[list[str]]]:
     measures = sorted({m for metrics in results.values() if metrics for m in metrics})
     rows = []
     for job, metrics in results.items():
-        overrides = " ".join(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+        written = job / ".hydra" / "overrides.yaml"  # absent: the job was stopped as Hydra made its folder
+        overrides = " ".join(OmegaConf.load(written)) if written.is_file() else ""
         values = [f"{metrics[m]:.4f}" if metrics and m in metrics else "" for m in measures]
-        rows.append([job.name, overrides, "finished" if metrics else "failed", *values])
+        status = "finished" if metrics else "retried" if (job / RETRIED_FILE).is_file() else "failed"
+        rows.append([job.name, overrides, status, *values])
     return ["job", "overrides", "status", *measures], rows
 
 
@@ -82,6 +86,10 @@ class SweepTracking(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_sbatch(config)
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("TuningSweeper"):  # before any record is made
+            from retrieval_exp.tuning import require_study  # which reads this module's sweep.json
+
+            require_study(config.hydra.sweeper.storage, config.hydra.sweeper.study_name, config)
         try:
             self._open(config)
         except Exception as err:  # Hydra would only warn, and the jobs would run unrecorded as a sweep

@@ -30,7 +30,7 @@ from retrieval_exp.training.grad_cache import cached_backward
 from retrieval_exp.training.optim import parameter_groups
 from retrieval_exp.training.patience import Patience, TrainingLossStop
 from retrieval_exp.training.preemption import DeferredStop, Preempted
-from retrieval_exp.training.rerank_validation import RerankValidation
+from retrieval_exp.training.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def train(
     hardware: Hardware,
     checkpoint_dir: Path,
     on_metrics: Callable[[dict[str, float], int], None],
-    validator: RerankValidation | None = None,
+    validator: Validation | None = None,
     ranks: Ranks = SINGLE_PROCESS,
 ) -> TrainingResult:
     """Train `model` on `samples` and return what it took: each step is `_optimizer_step`, then `_after_step`.
@@ -157,7 +157,7 @@ class _Session:
     window: LogWindow
     checkpoint_dir: Path
     on_metrics: Callable[[dict[str, float], int], None]
-    validator: RerankValidation | None
+    validator: Validation | None
     loss_stop: TrainingLossStop | None
 
     @property
@@ -348,7 +348,7 @@ def _synchronised(forward: torch.nn.Module, last_micro_batch: bool) -> contextli
 
 
 def _validate(
-    validator: RerankValidation,
+    validator: Validation,
     model: Any,
     hardware: Hardware,
     step: int,
@@ -357,9 +357,9 @@ def _validate(
     ranks: Ranks,
 ) -> bool:
     """Validate; keep the weights when they are the best so far. True when training should stop."""
-    value = validator.score(model, hardware)
-    on_metrics({f"val/{validator.measure}": value}, step)
-    return _keep_best(validator, value, step, model, checkpoint_dir, ranks)
+    values = validator.score(model, hardware)
+    on_metrics({f"val/{name}": value for name, value in values.items()}, step)
+    return _keep_best(validator, validator.update_all(values, step), step, model, checkpoint_dir, ranks)
 
 
 def _end_epoch(
@@ -376,13 +376,13 @@ def _end_epoch(
     value = ranks.mean(loss_stop.total).item() / steps_per_epoch
     loss_stop.total = torch.zeros_like(loss_stop.total)
     on_metrics({"train/epoch_loss": value}, step)
-    return _keep_best(loss_stop, value, step, model, checkpoint_dir, ranks)
+    return _keep_best(loss_stop, loss_stop.update(value, step), step, model, checkpoint_dir, ranks)
 
 
-def _keep_best(stopper: Patience, value: float, step: int, model: Any, checkpoint_dir: Path, ranks: Ranks) -> bool:
-    """Record `value`; rank 0 saves the weights as the best checkpoint when it is the best so far. True when the
-    patience has run out."""
-    if stopper.update(value, step) and ranks.is_main:
+def _keep_best(stopper: Patience, improved: bool, step: int, model: Any, checkpoint_dir: Path, ranks: Ranks) -> bool:
+    """After `stopper` recorded a value (`improved`: the best so far), rank 0 saves the weights as the best
+    checkpoint when it is. True when the patience has run out."""
+    if improved and ranks.is_main:
         checkpoint.save(checkpoint_dir, {"step": step, "model": model.state_dict()}, checkpoint.BEST)
     return stopper.exhausted
 
