@@ -9,6 +9,7 @@ from typing import Annotated
 
 import numpy as np
 import torch
+from transformers import PreTrainedModel
 
 from retrieval_exp.errors import UserError
 from retrieval_exp.settings import AtLeast, Positive
@@ -18,8 +19,9 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class Hardware:
-    """Device, precision (fp32, or bf16 autocast), CPU threads, data-loader workers, encoding batch size, and
-    whether to torch.compile the model for evaluation (`compile_inference`)."""
+    """Device, precision (fp32, or bf16 autocast), CPU threads, data-loader workers, encoding batch size, whether to
+    torch.compile the model for evaluation (`compile_inference`), and whether training recomputes each transformer
+    layer's activations in the backward pass instead of keeping them (`activation_checkpointing`)."""
 
     device: str = "cpu"
     precision: str = "fp32"
@@ -27,6 +29,7 @@ class Hardware:
     dataloader_workers: Annotated[int, AtLeast(0)] = 0
     encode_batch_size: Positive = 64
     compile_inference: bool = False
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -52,6 +55,16 @@ class Hardware:
         names stay as they are, so the model saves and loads as before."""
         if self.compile_inference:
             model.compile(dynamic=True)
+        return model
+
+    def for_training(self, model: torch.nn.Module) -> torch.nn.Module:
+        """With `activation_checkpointing`, every transformers model inside `model` that supports it recomputes its
+        layers in the backward pass. torch's checkpoint replays the RNG state, so the dropout masks and the numbers
+        are the ones training without it gives; the cost is one more forward pass of each layer."""
+        if self.activation_checkpointing:
+            for module in model.modules():
+                if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
+                    module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         return model
 
 

@@ -17,6 +17,7 @@ from transformers.utils import cached_file
 
 from retrieval_exp.errors import UserError
 from retrieval_exp.interfaces import ModelKind
+from retrieval_exp.models.lean_attention import use_lean_attention
 
 SETTINGS_FILE = "retrieval_exp.json"  # what the suite writes beside the weights of a model it saves
 
@@ -31,16 +32,17 @@ def require_dropout(dropout: Any) -> None:
 
 def load_encoder(name_or_path: str, dropout: float | None = None) -> PreTrainedModel:
     """The Hugging Face encoder, with every dropout probability of its config (hidden, attention, ...) set to
-    `dropout`; None keeps the checkpoint's. dropout=0 makes training deterministic (model.dropout)."""
+    `dropout`; None keeps the checkpoint's. dropout=0 makes training deterministic (model.dropout). SDPA attention
+    becomes lean_attention: the same numbers, without SDPA's (L, L) float tensors when it trains on the CPU."""
     require_dropout(dropout)
     if dropout is None:
-        return AutoModel.from_pretrained(name_or_path)
+        return use_lean_attention(AutoModel.from_pretrained(name_or_path))
     config = AutoConfig.from_pretrained(name_or_path)
     saved = {key: value for key, value in config.to_dict().items() if "dropout" in key and isinstance(value, float)}
     config.update(dict.fromkeys(saved, float(dropout)))
     model = AutoModel.from_pretrained(name_or_path, config=config)
     model.config.update(saved)  # a training setting: the modules have it, a saved folder keeps the checkpoint's
-    return model
+    return use_lean_attention(model)
 
 
 WEIGHT_FILES = (

@@ -118,7 +118,7 @@ def train(
         validator,
         loss_stop,
     )
-    model.train()
+    hardware.for_training(model).train()
     started = time.perf_counter()
     stopped = False
     with (
