@@ -58,12 +58,15 @@ class Hardware:
         return model
 
     def for_training(self, model: torch.nn.Module) -> torch.nn.Module:
-        """With `activation_checkpointing`, every transformers model inside `model` that supports it recomputes its
-        layers in the backward pass. torch's checkpoint replays the RNG state, so the dropout masks and the numbers
-        are the ones training without it gives; the cost is one more forward pass of each layer."""
+        """With `activation_checkpointing`, every transformers model inside `model` that supports it and has weights
+        to train recomputes its layers in the backward pass (a frozen LM, as in Revela and REPLUG, is left alone: its
+        recomputation would cost time and free little). torch's checkpoint replays the RNG state, so the dropout masks
+        and the numbers are the ones training without it gives; the cost is one more forward pass of each layer."""
         if self.activation_checkpointing:
             for module in model.modules():
-                if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
+                if not (isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing):
+                    continue
+                if any(parameter.requires_grad for parameter in module.parameters()):
                     module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         return model
 

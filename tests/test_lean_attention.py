@@ -84,6 +84,11 @@ def test_encoder_trains_to_the_same_numbers_with_lean_attention_and_checkpointin
     assert not torch.allclose(other_seed[0], sdpa[0])  # dropout is on: the seed decides the masks
 
 
+def test_checkpointing_leaves_a_frozen_model_alone(tiny_bert: Path) -> None:
+    frozen = load_encoder(str(tiny_bert)).requires_grad_(False)
+    assert not Hardware(activation_checkpointing=True).for_training(frozen).is_activation_checkpointing
+
+
 def test_saved_folder_names_no_implementation(tiny_bert: Path, tmp_path: Path) -> None:
     load_encoder(str(tiny_bert), dropout=0.1).save_pretrained(tmp_path)
     assert "attn" not in " ".join(json.loads((tmp_path / "config.json").read_text()))
