@@ -133,6 +133,7 @@ def evaluate_collection(
     started = time.perf_counter()
     ranking = cut(retriever.search(corpus, judged, depth + int(drop)), depth, drop)
     counts["time/search_s"] = time.perf_counter() - started
+    counts |= retriever.figures()
     evaluation = evaluate(ranking, qrels, eval_cfg.measures)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []

@@ -53,6 +53,7 @@ from retrieval_exp.tuning import trial_reporter
 
 log = logging.getLogger(__name__)
 AGREEMENT_FILE = "agreement.tsv"
+VECTORS_DIR = "vectors"  # a trained model's document vectors while it is evaluated (retrieval/shards.py)
 
 
 def main(cfg: DictConfig) -> dict[str, float] | float | None:
@@ -145,7 +146,12 @@ def _execute(
         if cfg.save_model:
             model.save(out_dir / "model")
     encoder = hardware.for_inference(model) if plan.needs_model else None
-    cache = None if plan.trains else cfg.eval.embedding_cache  # only an unchanged model's vectors are worth keeping
+    cache = cfg.eval.embedding_cache  # an unchanged model's vectors are worth keeping for later runs
+    if plan.trains:  # a trained model's serve this run only: in its folder, where a preempted evaluation resumes
+        cache = str(out_dir / VECTORS_DIR)
+        build_retriever = (
+            partial(plan.build_retriever, cache_dir=cache) if "cache_dir" in cfg.retriever else build_retriever
+        )
     started = time.perf_counter()
     benchmark = cfg.get("benchmark")
     depth = benchmark.rerank_depth if benchmark else 0  # what pools re-rank; only benchmarks have pools
@@ -174,12 +180,13 @@ def _execute(
             if cfg.tracking.get("register_as"):
                 tracked.register(cfg.tracking.register_as, MODEL_ARTIFACT)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(out_dir / VECTORS_DIR, ignore_errors=True)
     return metrics
 
 
 def _retriever_builder(cfg: DictConfig, plan: Plan) -> Callable[..., Any]:
-    """The run's retriever waiting for its encoder; for a trained model, without an embedding cache (its vectors
-    would serve once)."""
+    """The run's retriever waiting for its encoder; for a trained model, without an embedding cache (validation's
+    vectors would serve once: the weights change)."""
     if plan.trains and "cache_dir" in cfg.retriever:
         return partial(plan.build_retriever, cache_dir=None)
     return plan.build_retriever

@@ -87,6 +87,11 @@ class Retriever(ABC):
     def search(self, corpus: Corpus, queries: dict[str, str], depth: int) -> Run:
         """The top `depth` documents of `corpus` for each query (query id -> doc id -> score)."""
 
+    def figures(self) -> dict[str, float]:
+        """Figures about the last search, logged with the collection's results (an approximate index's recall
+        against exact search)."""
+        return {}
+
 
 class TwoStageRetriever(Retriever):
     """Re-ranks the candidates of its `first_stage`, which it keeps in `candidates` after each search, so that
@@ -100,7 +105,8 @@ class Sampler(ABC):
     """A training data source: `epoch(e)` is the examples of epoch e in order, the same for the same (seed, e), of the
     shape `batch_shape`; `requires` are the parts its dataset must provide (checked at start-up); `report` holds
     figures about the data (kept examples, dropped queries, negatives' provenance), which the recipe logs as metrics
-    after training."""
+    after training. An epoch may be a lazy sequence whose items (and slices) are built when read (EpochTriples,
+    GroupLines), so that an MS MARCO-sized epoch holds ids and offsets, not texts."""
 
     batch_shape: ClassVar[BatchShape]
     requires: ClassVar[tuple[str, ...]] = ()

@@ -4,6 +4,7 @@ and retrieval/ (which makes runs), so that neither imports the other for its typ
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
@@ -21,6 +22,11 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def texts_of(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """The texts of those of `doc_ids` the corpus has: the look-up of a re-ranker, which reads a few documents."""
+        wanted = set(doc_ids)
+        return {doc_id: text for doc_id, text in zip(self.ids, self.texts) if doc_id in wanted}
 
 
 def content_key(ids: list[str], texts: list[str]) -> str:

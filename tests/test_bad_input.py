@@ -172,6 +172,12 @@ CASES = {  # kind: (overrides, the inputs to make, the line printed)
         "has no doc_id column (one of doc_id, docid, docno, corpus-id): it is not a run",
     ),
     "unknown search backend": (["retriever.backend=annoy"], _nothing, "retriever.backend='annoy' is not one of"),
+    "unknown faiss index": (
+        ["retriever.backend=faiss", "retriever.faiss_index=HNSWx"],
+        _nothing,
+        "retriever.faiss_index='HNSWx' is not an index faiss can build",
+    ),
+    "unknown vector dtype": (["retriever.dtype=int8"], _nothing, "retriever.dtype='int8' is not one of float32"),
     "zero re-ranking depth": (["retriever=rerank", "retriever.depth=0"], _nothing, "retriever.depth=0 is out of range"),
     "unknown precision": (["hardware.precision=fp8"], _nothing, "hardware.precision='fp8' is not one of fp32, bf16"),
     "zero encoding batch": (["hardware.encode_batch_size=0"], _nothing, "hardware.encode_batch_size=0 is out of"),

@@ -27,6 +27,6 @@ def test_faiss_backend_agrees() -> None:
     generator = torch.Generator().manual_seed(1)
     queries, docs = torch.randn(4, 16, generator=generator), torch.randn(50, 16, generator=generator)
     exact_scores, exact_indices = exact_top_k(queries, docs, k=5, chunk_size=13)
-    faiss_scores, faiss_indices = faiss_top_k(queries, docs, k=5)
+    faiss_scores, faiss_indices = faiss_top_k(queries, [docs[:20], docs[20:]], k=5)
     assert torch.equal(exact_indices, faiss_indices)
     assert torch.allclose(exact_scores, faiss_scores, atol=1e-5)

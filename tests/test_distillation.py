@@ -68,7 +68,7 @@ def test_teacher_scores_are_cached_and_reach_every_example(tmp_path: Path) -> No
     stamp = cache.stat().st_mtime_ns
     again = tiny_sampler()
     again.attach_teacher(TeacherScores(teacher_config, tmp_path, Hardware()))
-    assert cache.stat().st_mtime_ns == stamp and again.epoch(0) == examples
+    assert cache.stat().st_mtime_ns == stamp and list(again.epoch(0)) == list(examples)
 
 
 def test_collate_stacks_teacher_scores() -> None:

@@ -39,10 +39,10 @@ def test_an_unchanged_model_encodes_nothing_the_second_time(tmp_path: Path, tiny
     assert torch.allclose(first, model.model.embed(TEXTS, "doc", 8), atol=1e-6)
     embed_cached(model, "texts-v2", TEXTS, Hardware(), tmp_path)  # other texts
     embed_cached(model, "texts-v1", TEXTS, Hardware(precision="bf16"), tmp_path)  # other precision
-    assert model.encoded == 9 and len(list(tmp_path.glob("*.pt"))) == 3
-    assert not list(tmp_path.glob("*partial*"))
+    assert model.encoded == 9 and len(list(tmp_path.glob("*/complete"))) == 3
+    assert not list(tmp_path.glob("*/*partial*"))
     embed_cached(model, "texts-v1", TEXTS, Hardware(), None)  # no cache: always computed, nothing stored
-    assert model.encoded == 12 and len(list(tmp_path.glob("*.pt"))) == 3
+    assert model.encoded == 12 and len(list(tmp_path.glob("*/complete"))) == 3
 
 
 def test_the_fingerprint_follows_weights_and_tokenisation(tiny_bert: Path) -> None:

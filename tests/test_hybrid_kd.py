@@ -180,7 +180,9 @@ def test_scored_pairs_keep_the_selection_and_score_once(tmp_path: Path) -> None:
     assert all(t.negatives == () and len(t.teacher_scores) == 1 for t in examples)
     again = tiny_pairs(TopPercentile(50))
     again.attach_teacher(TeacherScores(teacher_config, tmp_path, Hardware()))
-    assert again.epoch(0) == examples and again.epoch(1) != examples  # same seed and epoch, same order
+    assert list(again.epoch(0)) == list(examples) and list(again.epoch(1)) != list(
+        examples
+    )  # same seed and epoch, same order
 
 
 def projected(folder: str | None = None) -> BiEncoder:

@@ -87,6 +87,16 @@ def test_inbatch_output_matches_the_hand_computed_formula(v_norm: bool) -> None:
     assert torch.equal(mixed[1], torch.zeros(1, 1, 2))  # chunk 1's weights are all zero
 
 
+def test_inbatch_output_under_bf16_autocast_is_in_attention_dtype() -> None:
+    """Under autocast, attention runs in bf16 while the queries stay fp32 (bench/gpu_check.py found the mix)."""
+    queries, keys, values, weights = hand_case()
+    padding = torch.ones(2, 2, dtype=torch.bool)
+    exact = inbatch_output(queries, keys, values, padding, weights, scaling=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = inbatch_output(queries, keys, values, padding, weights, scaling=1.0)
+    assert mixed.dtype == torch.bfloat16 and torch.allclose(mixed.float(), exact, atol=1e-2)
+
+
 def test_padding_keys_of_the_attended_chunk_get_no_attention() -> None:
     queries, keys, values, weights = hand_case()
     padding = torch.tensor([[True, True], [True, False]])  # chunk 1's second token is padding

@@ -164,9 +164,9 @@ def test_jsonl_groups_take_the_first_texts_shuffled_under_the_seed(tmp_path: Pat
     groups = ChunkGroups(str(path), group_size=4, seed=42)
     assert len(groups) == 7 and all(len(group) == 4 for group in groups.epoch(0))
     assert {frozenset(g) for g in groups.epoch(0)} >= {frozenset({"a", "b", "c", "d"}), frozenset(rows[0][:4])}
-    assert ChunkGroups(str(path), group_size=4, seed=42).epoch(0) == groups.epoch(0)
-    assert ChunkGroups(str(path), group_size=4, seed=7).epoch(0) != groups.epoch(0)
-    assert groups.epoch(1) != groups.epoch(0) and sorted(groups.epoch(1)) == sorted(groups.epoch(0))
+    assert list(ChunkGroups(str(path), group_size=4, seed=42).epoch(0)) == list(groups.epoch(0))
+    assert list(ChunkGroups(str(path), group_size=4, seed=7).epoch(0)) != list(groups.epoch(0))
+    assert list(groups.epoch(1)) != list(groups.epoch(0)) and sorted(groups.epoch(1)) == sorted(groups.epoch(0))
     with pytest.raises(UserError, match="fewer than data.train.group_size=5"):
         len(ChunkGroups(str(path), group_size=5))
 
@@ -174,7 +174,7 @@ def test_jsonl_groups_take_the_first_texts_shuffled_under_the_seed(tmp_path: Pat
 def build_groups(cache: Path, seed: int) -> list[tuple[str, ...]]:
     cfg = compose_config(*TINY_REVELA, f"seed={seed}", f"data.train.cache={cache}")
     register_all(cfg.data.register)
-    return instantiate(cfg.data.train).epoch(0)
+    return list(instantiate(cfg.data.train).epoch(0))
 
 
 def test_corpus_groups_are_bm25_neighbours_and_deterministic_under_a_seed(tmp_path: Path) -> None:

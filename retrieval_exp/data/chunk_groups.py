@@ -11,8 +11,9 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from transformers import AutoTokenizer
 
@@ -30,20 +31,24 @@ log = logging.getLogger(__name__)
 class ChunkGroups(Sampler):
     """Groups from a JSONL file, one per line: a list of texts, or {"src": ..., "text": [...]}. As the authors'
     dataset class: the first `group_size` texts of each line, their order shuffled and the lines shuffled (seeded);
-    each later epoch reshuffles the lines. Lines with fewer texts are an error."""
+    each later epoch reshuffles the lines. Lines with fewer texts are an error.
+
+    The file is read once for its line offsets and each line's shuffle (checking every line), and a group's texts
+    when it is read: the authors' 320k Wikipedia groups stay on disk."""
 
     batch_shape = BatchShape.CHUNK_GROUPS
 
     def __init__(self, path: str, group_size: Positive = 16, seed: int = 42) -> None:
         super().__init__(seed)
         self.path, self.group_size = Path(path).expanduser(), group_size
-        self._groups: list[tuple[str, ...]] | None = None
+        self._lines: GroupLines | None = None
 
-    def groups(self) -> list[tuple[str, ...]]:
-        if self._groups is None:
-            self._groups = self._read(self.source())
-            self.report["data/groups"] = len(self._groups)
-        return self._groups
+    def lines(self) -> GroupLines:
+        """The groups in their first order, read on first use."""
+        if self._lines is None:
+            self._lines = self._index(self.source())
+            self.report["data/groups"] = len(self._lines)
+        return self._lines
 
     def source(self) -> Path:
         """The JSONL file to read."""
@@ -51,32 +56,68 @@ class ChunkGroups(Sampler):
             raise UserError(f"chunk groups file {str(self.path)!r} does not exist: set data.train.path to a JSONL file")
         return self.path
 
-    def _read(self, path: Path) -> list[tuple[str, ...]]:
+    def _index(self, path: Path) -> GroupLines:
         rng = random.Random(self.seed)
-        groups = []
-        with path.open() as lines:
-            for number, line in enumerate(lines, 1):
+        offsets, orders = [], []
+        with path.open("rb") as lines:
+            for number, line in enumerate(iter(lines.readline, b""), 1):
                 if not line.strip():
                     continue
-                row = json.loads(line)
-                texts = list(row["text"] if isinstance(row, dict) else row)[: self.group_size]
-                if len(texts) < self.group_size:
+                offsets.append(lines.tell() - len(line))
+                count = len(_texts(json.loads(line))[: self.group_size])
+                if count < self.group_size:
                     raise UserError(
-                        f"{path}:{number} has {len(texts)} texts, fewer than data.train.group_size={self.group_size}"
+                        f"{path}:{number} has {count} texts, fewer than data.train.group_size={self.group_size}"
                     )
-                rng.shuffle(texts)
-                groups.append(tuple(texts))
-        rng.shuffle(groups)
-        return groups
+                order = list(range(self.group_size))
+                rng.shuffle(order)  # as shuffling the texts themselves: a shuffle's swaps do not depend on them
+                orders.append(tuple(order))
+        rows = list(range(len(offsets)))
+        rng.shuffle(rows)
+        return GroupLines(path, [offsets[row] for row in rows], [orders[row] for row in rows])
 
     def __len__(self) -> int:
-        return len(self.groups())
+        return len(self.lines())
 
-    def epoch(self, epoch: int) -> list[tuple[str, ...]]:
-        groups = list(self.groups())
-        if epoch:
-            self.epoch_rng(epoch).shuffle(groups)
-        return groups
+    def epoch(self, epoch: int) -> GroupLines:
+        lines = self.lines()
+        if not epoch:
+            return lines
+        rows = list(range(len(lines)))
+        self.epoch_rng(epoch).shuffle(rows)
+        return lines.reordered(rows)
+
+
+def _texts(row: Any) -> list[str]:
+    return list(row["text"] if isinstance(row, dict) else row)
+
+
+class GroupLines(Sequence[tuple[str, ...]]):
+    """Groups of a JSONL file in some order, each read at its line's offset and put in its order when it is read."""
+
+    def __init__(self, path: Path, offsets: list[int], orders: list[tuple[int, ...]]) -> None:
+        self.path, self.offsets, self.orders = path, offsets, orders
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def reordered(self, rows: Sequence[int]) -> GroupLines:
+        """The same groups, `rows` giving the new order."""
+        return GroupLines(self.path, [self.offsets[i] for i in rows], [self.orders[i] for i in rows])
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, ...]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> GroupLines: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, ...] | GroupLines:
+        if isinstance(index, slice):
+            return GroupLines(self.path, self.offsets[index], self.orders[index])
+        with self.path.open("rb") as lines:
+            lines.seek(self.offsets[index])
+            texts = _texts(json.loads(lines.readline()))
+        return tuple(texts[i] for i in self.orders[index])
 
 
 class CorpusChunkGroups(ChunkGroups):

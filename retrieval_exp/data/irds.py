@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from itertools import islice
 from typing import Any
@@ -41,8 +42,13 @@ def require(dataset_id: str, *parts: str) -> None:
 
 
 def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:
+    return list(_rows(dataset_id, what, rows))
+
+
+def _rows(dataset_id: str, what: str, rows: Any) -> Iterator[Any]:
+    """`rows` one by one, an unreadable file (a cache without the data) one line."""
     try:
-        return list(rows)
+        yield from rows
     except OSError as err:
         raise UserError(
             f"cannot read the {what} of {dataset_id!r} ({err}): without internet, fill IR_DATASETS_HOME first "
@@ -50,11 +56,47 @@ def _read(dataset_id: str, what: str, rows: Any) -> list[Any]:
         ) from None
 
 
-@lru_cache(maxsize=4)
+class DatasetCorpus(Corpus):
+    """An ir_datasets corpus read whole only when a retriever ranks all of it (BM25 indexing, dense encoding): a
+    re-ranker's look-up of its candidates (texts_of) goes through the dataset's docstore, so that re-ranking TREC DL's
+    top 1000 reads a few thousand of MS MARCO's 8.8M passages."""
+
+    dataset_id: str
+
+    def __init__(self, dataset_id: str) -> None:
+        object.__setattr__(self, "dataset_id", dataset_id)
+
+    def __repr__(self) -> str:  # the dataclass's would read every document
+        return f"DatasetCorpus({self.dataset_id!r})"
+
+    @property
+    def key(self) -> str:
+        return _whole_corpus(self.dataset_id).key
+
+    @property
+    def ids(self) -> list[str]:
+        return _whole_corpus(self.dataset_id).ids
+
+    @property
+    def texts(self) -> list[str]:
+        return _whole_corpus(self.dataset_id).texts
+
+    def texts_of(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        return documents(self.dataset_id, set(doc_ids))
+
+
 def corpus(dataset_id: str) -> Corpus:
-    """The documents as text: title and body joined, as BEIR, MTEB and pyserini's flat indexes do."""
-    docs = _read(dataset_id, "documents", load(dataset_id).docs_iter())
-    ids, texts = [doc.doc_id for doc in docs], [doc.default_text().strip() for doc in docs]
+    """The documents as text: title and body joined, as BEIR, MTEB and pyserini's flat indexes do; read on first use
+    of the whole (DatasetCorpus)."""
+    return DatasetCorpus(dataset_id)
+
+
+@lru_cache(maxsize=4)
+def _whole_corpus(dataset_id: str) -> Corpus:
+    ids, texts = [], []
+    for doc in _rows(dataset_id, "documents", load(dataset_id).docs_iter()):  # one document at a time
+        ids.append(doc.doc_id)
+        texts.append(doc.default_text().strip())
     return Corpus(content_key(ids, texts), ids, texts)
 
 
@@ -86,10 +128,55 @@ def qrels(dataset_id: str) -> Qrels:
 def documents(dataset_id: str, doc_ids: set[str]) -> dict[str, str]:
     """Texts of `doc_ids`: from the dataset's docstore where it has one (MS MARCO), else from the corpus (a loader
     without docs_store() at all, as some classic ones, included)."""
-    dataset = load(dataset_id)
+    store = _docstore(dataset_id)
+    if store is None:
+        return _whole_corpus(dataset_id).texts_of(doc_ids)
+    return {doc_id: doc.default_text().strip() for doc_id, doc in store.get_many(doc_ids).items()}
+
+
+def _docstore(dataset_id: str) -> Any | None:
+    """The dataset's docstore, or None for a loader without one."""
     try:
-        found = dataset.docs_store().get_many(doc_ids)
-        return {doc_id: doc.default_text().strip() for doc_id, doc in found.items()}
+        return load(dataset_id).docs_store()
     except (NotImplementedError, AttributeError):
-        collection = corpus(dataset_id)
-        return {d: t for d, t in zip(collection.ids, collection.texts) if d in doc_ids}
+        return None
+
+
+class DocumentTexts(Mapping[str, str]):
+    """A dataset's document texts, each looked up when it is read: through the docstore where the dataset has one, so
+    that a sampler over MS MARCO holds ids, not 8.8M passages; else the corpus read whole. Pickles as its dataset id
+    (data-loader workers open their own docstore)."""
+
+    def __init__(self, dataset_id: str) -> None:
+        self.dataset_id = dataset_id
+        self._store: Any | None = None
+        self._whole: dict[str, str] | None = None
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"dataset_id": self.dataset_id}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["dataset_id"])  # type: ignore[misc]
+
+    def _source(self) -> Any:  # the docstore, or the corpus as a dict
+        if self._store is None and self._whole is None:
+            self._store = _docstore(self.dataset_id)
+            if self._store is None:
+                collection = _whole_corpus(self.dataset_id)
+                self._whole = dict(zip(collection.ids, collection.texts))
+        return self._whole if self._whole is not None else self._store
+
+    def __getitem__(self, doc_id: str) -> str:
+        source = self._source()
+        if isinstance(source, dict):
+            return source[doc_id]
+        found = source.get_many([doc_id])
+        if doc_id not in found:
+            raise KeyError(doc_id)
+        return str(found[doc_id].default_text().strip())
+
+    def __iter__(self) -> Iterator[str]:  # every id: reads the corpus whole
+        return iter(_whole_corpus(self.dataset_id).ids)
+
+    def __len__(self) -> int:
+        return len(_whole_corpus(self.dataset_id).ids)

@@ -7,11 +7,13 @@ import logging
 import random
 import statistics
 from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from retrieval_exp.batches import BatchShape, Triple, false_negatives
 from retrieval_exp.data import irds
+from retrieval_exp.data.docpairs import first_pairs
 from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
@@ -45,8 +47,8 @@ class TripleSampler(Sampler):
         self.teacher_file: Path | None = None
 
     @abstractmethod
-    def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
-        """Query texts, document texts and the examples."""
+    def load(self) -> tuple[dict[str, str], Mapping[str, str], list[Example]]:
+        """Query texts, document texts (a dict, or look-ups: irds.DocumentTexts) and the examples."""
 
     def prepare(self) -> None:
         if not self._loaded:
@@ -82,27 +84,54 @@ class TripleSampler(Sampler):
         assert self._teacher is not None, "attach_teacher() first"
         return [((q, positive), self._teacher[(q, positive)]) for q, positive, _ in self._examples]
 
-    def epoch(self, epoch: int) -> list[Triple]:
+    def epoch(self, epoch: int) -> EpochTriples:
         """The examples of `epoch`, shuffled, with their negatives drawn; with `unique_queries`, arranged in batches
-        of `batch_size` in which no query and no document repeats (without_repeats)."""
+        of `batch_size` in which no query and no document repeats (without_repeats). Each triple's texts are looked
+        up when it is read."""
         self.prepare()
         rng = self.epoch_rng(epoch)
         order = list(self._examples)
         rng.shuffle(order)
-        triples = [self._triple(q, pos, rng.sample(candidates, self.negatives)) for q, pos, candidates in order]
-        triples = without_repeats(triples, self.batch_size) if self.unique_queries else triples
+        drawn = [(q, pos, rng.sample(candidates, self.negatives)) for q, pos, candidates in order]
+        if self.unique_queries:
+            keys = [{f"q:{q}", f"d:{pos}", *(f"d:{d}" for d in negatives)} for q, pos, negatives in drawn]
+            drawn = [drawn[i] for i in arrangement_without_repeats(keys, self.batch_size)]
+        triples = EpochTriples(self, drawn)
         if self.batch_size:
             self.report["batches/false_negatives"] = in_batch_false_negatives(triples, self.batch_size)
         return triples
 
-    def _triple(self, query_id: str, positive: str, negatives: list[str]) -> Triple:
+    def triple(self, query_id: str, positive: str, negatives: list[str]) -> Triple:
+        """One example with its texts (and its teacher's scores)."""
         texts = tuple(self.texts[d] for d in negatives)
         scores = None if self._teacher is None else tuple(self._teacher[(query_id, d)] for d in [positive, *negatives])
         query, ids, relevant = self.queries[query_id], (positive, *negatives), self.relevant[query_id]
         return Triple(query, self.texts[positive], texts, scores, query_id, ids, relevant)
 
 
-def in_batch_false_negatives(triples: list[Triple], size: int) -> float:
+class EpochTriples(Sequence[Triple]):
+    """An epoch's triples in order, each built from its ids when it is read: an epoch of MS MARCO's grouped docpairs
+    holds 33M, whose texts stay in the docstore until their batch."""
+
+    def __init__(self, sampler: TripleSampler, drawn: Sequence[tuple[str, str, list[str]]]) -> None:
+        self.sampler, self.drawn = sampler, drawn
+
+    def __len__(self) -> int:
+        return len(self.drawn)
+
+    @overload
+    def __getitem__(self, index: int) -> Triple: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> EpochTriples: ...
+
+    def __getitem__(self, index: int | slice) -> Triple | EpochTriples:
+        if isinstance(index, slice):
+            return EpochTriples(self.sampler, self.drawn[index])
+        return self.sampler.triple(*self.drawn[index])
+
+
+def in_batch_false_negatives(triples: Sequence[Triple], size: int) -> float:
     """The mean number, per triple, of candidates the in-batch losses' mask (batches.false_negatives) takes out of
     its batch of `size` consecutive triples."""
     found = sum(int(false_negatives(triples[i : i + size]).sum()) for i in range(0, len(triples), size))
@@ -110,19 +139,25 @@ def in_batch_false_negatives(triples: list[Triple], size: int) -> float:
 
 
 def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
-    """`triples` in batches of `size` in which no query and no document appears twice (sentence-transformers'
-    NO_DUPLICATES): each batch takes the first pending triples that clash with nothing in it. A batch the pending
-    ones cannot fill (the last few of one query, say) is topped up with other triples of the epoch, seen twice
-    then, so that the epoch keeps at least its number of examples and every triple is in some batch."""
-    distinct = len({t.query_id or t.query for t in triples})
+    """`triples` in batches of `size` in which no query and no document appears twice (arrangement_without_repeats),
+    queries and documents known by id where the triples have ids, else by text."""
+    keys = [{f"q:{t.query_id or t.query}", *(f"d:{key}" for key in t.document_keys())} for t in triples]
+    return [triples[i] for i in arrangement_without_repeats(keys, size)]
+
+
+def arrangement_without_repeats(keys: list[set[str]], size: int) -> list[int]:
+    """The order of examples (each known by its `keys`: its query's, its documents') in batches of `size` in which no
+    key appears twice (sentence-transformers' NO_DUPLICATES): each batch takes the first pending examples that clash
+    with nothing in it. A batch the pending ones cannot fill (the last few of one query, say) is topped up with other
+    examples of the epoch, seen twice then, so that the epoch keeps at least its number of examples and every example
+    is in some batch."""
+    distinct = len({key for example in keys for key in example if key.startswith("q:")})
     if distinct < size:
         raise UserError(
             f"data.train.unique_queries: the training data has {distinct} distinct queries, fewer than a batch "
             f"of {size}: lower trainer.batch_size"
         )
-
-    keys = [{f"q:{t.query_id or t.query}", *(f"d:{key}" for key in t.document_keys())} for t in triples]
-    pending, arranged = list(range(len(triples))), []
+    pending, arranged = list(range(len(keys))), []
     while pending:
         batch: list[int] = []
         seen: set[str] = set()
@@ -136,13 +171,13 @@ def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
             else:
                 batch.append(candidate)
                 seen |= keys[candidate]
-        for candidate in range(len(triples)):  # top up a batch the pending ones could not fill
+        for candidate in range(len(keys)):  # top up a batch the pending ones could not fill
             if len(batch) == size:
                 break
             if not keys[candidate] & seen:
                 batch.append(candidate)
                 seen |= keys[candidate]
-        arranged += [triples[i] for i in batch]
+        arranged += batch
         pending = skipped
     return arranged
 
@@ -173,7 +208,7 @@ class MinedTriples(TripleSampler):
         self.miner, self.depth, self.min_relevance = miner, depth, min_relevance
         self.filter = NegativeFilter(depth, negatives_from, max_relative_score, rescorer)
 
-    def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
+    def load(self) -> tuple[dict[str, str], Mapping[str, str], list[Example]]:
         corpus = irds.corpus(self.dataset)
         queries = irds.queries(self.dataset)
         texts = dict(zip(corpus.ids, corpus.texts))
@@ -228,26 +263,18 @@ class DocpairTriples(TripleSampler):
         super().__init__(dataset, 1, seed, unique_queries, batch_size)
         self.group_size, self.max_queries = group_size, max_queries
 
-    def load(self) -> tuple[dict[str, str], dict[str, str], list[Example]]:
-        groups: dict[str, list[tuple[str, str]]] = {}
-        complete: list[str] = []
-        for pair in irds.load(self.dataset).docpairs_iter():
-            group = groups.setdefault(pair.query_id, [])
-            if len(group) < self.group_size:
-                group.append((pair.doc_id_a, pair.doc_id_b))
-                if len(group) == self.group_size:
-                    complete.append(pair.query_id)
-                    if self.max_queries and len(complete) == self.max_queries:
-                        break
-        examples = [(q, positive, [negative]) for q in complete for positive, negative in groups[q]]
+    def load(self) -> tuple[dict[str, str], Mapping[str, str], list[Example]]:
+        docpairs = irds.load(self.dataset).docpairs_iter
+        found = first_pairs(docpairs, self.group_size, self.max_queries)
+        self.report["docpairs/held_at_most"] = found.held_at_most
+        examples = [(q, positive, [negative]) for q, pairs in found.groups for positive, negative in pairs]
         all_queries = irds.queries(self.dataset)
-        queries = {q: all_queries[q] for q in complete}
-        texts = irds.documents(self.dataset, {d for _, positive, (negative,) in examples for d in (positive, negative)})
+        queries = {q: all_queries[q] for q, _ in found.groups}
         log.info(
             "%d docpairs from %d complete groups of %d in %s",
             len(examples),
-            len(complete),
+            len(found.groups),
             self.group_size,
             self.dataset,
         )
-        return queries, texts, examples
+        return queries, irds.DocumentTexts(self.dataset), examples

@@ -63,9 +63,8 @@ def inbatch_output(
     if v_norm:  # one extra value column carries ||V_j||, so one attention call gives both A V and A ||V||
         values = torch.cat([values, values.norm(dim=-1, keepdim=True)], dim=-1)
     rows, cols = weights.nonzero(as_tuple=True)
-    mixed = queries.new_zeros(queries.shape)
     if rows.numel() == 0:
-        return mixed
+        return queries.new_zeros(queries.shape)
     mask = key_padding[cols][:, None, None, :]
     attended = F.scaled_dot_product_attention(
         queries[rows], keys[cols].to(queries.dtype), values[cols].to(queries.dtype), attn_mask=mask, scale=scaling
@@ -73,6 +72,7 @@ def inbatch_output(
     if v_norm:
         attended = attended[..., :head_dim] / (attended[..., head_dim:] + V_NORM_EPS)
     pair_weights = weights[rows, cols].to(attended.dtype)[:, None, None, None]
+    mixed = attended.new_zeros(queries.shape)  # in attention's dtype: bf16 under autocast, whatever the queries'
     return mixed.index_add(0, rows, pair_weights * attended)
 
 

@@ -1,12 +1,11 @@
 """Document vectors kept on disk, keyed by what decides them: the model (weights and tokenisation, its fingerprint),
-the texts (their content key) and the precision. A model evaluated again unchanged (a zero-shot baseline, a teacher,
-a sweep's `train=false` rows, another benchmark run) then encodes nothing the second time."""
+the texts (their content key), the precision and the stored dtype. A model evaluated again unchanged (a zero-shot
+baseline, a teacher, a sweep's `train=false` rows, another benchmark run) then encodes nothing the second time, and an
+encoding cut short resumes at its first missing shard (shards.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,28 +13,33 @@ import torch
 
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.interfaces import Embedder
+from retrieval_exp.retrieval.shards import VectorDtype, VectorShards, encode_shards
 
-log = logging.getLogger(__name__)
-FORMAT = "v1"  # bump when the file layout changes
+FORMAT = "v2"  # bump when the file layout changes (v2: shards)
+
+
+def cached_shards(
+    encoder: Embedder,
+    content_key: str,
+    texts: Sequence[str],
+    hardware: Hardware,
+    cache_dir: str | Path,
+    shard_size: int = 100_000,
+    dtype: VectorDtype = "float32",
+) -> VectorShards:
+    """`encoder`'s document vectors for `texts` (whose content `content_key` names) as shards in a folder of
+    `cache_dir` named by everything that decides them; shards an earlier (or interrupted) run wrote are read, not
+    encoded again. Concurrent jobs write the same bytes; the last rename of a shard wins."""
+    name = f"{encoder.fingerprint()}|{content_key}|{hardware.precision}|{dtype}|{shard_size}|{FORMAT}"
+    folder = Path(cache_dir) / hashlib.sha1(name.encode()).hexdigest()[:24]
+    return encode_shards(encoder, texts, folder, hardware, shard_size, dtype)
 
 
 def embed_cached(
     encoder: Embedder, content_key: str, texts: Sequence[str], hardware: Hardware, cache_dir: str | Path | None
 ) -> torch.Tensor:
-    """`encoder`'s document vectors for `texts` (whose content `content_key` names), read from `cache_dir` when an
-    earlier run stored them, else computed and stored atomically (concurrent jobs write the same bytes; the last
-    rename wins). `cache_dir=None` computes without storing."""
+    """`encoder`'s document vectors for `texts` as one tensor, through `cache_dir` (cached_shards) when set;
+    `cache_dir=None` computes without storing."""
     if cache_dir is None:
         return encoder.embed(texts, "doc", hardware.encode_batch_size, hardware.autocast)
-    name = f"{encoder.fingerprint()}|{content_key}|{hardware.precision}|{FORMAT}"
-    path = Path(cache_dir) / f"{hashlib.sha1(name.encode()).hexdigest()[:24]}.pt"
-    device = hardware.torch_device
-    if path.is_file():
-        log.info("document vectors of %d texts read from %s", len(texts), path)
-        return torch.load(path, map_location=device)
-    vectors = encoder.embed(texts, "doc", hardware.encode_batch_size, hardware.autocast)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")  # per process; created under the umask
-    torch.save(vectors.cpu(), partial)
-    os.replace(partial, path)
-    return vectors
+    return cached_shards(encoder, content_key, texts, hardware, cache_dir).load(hardware.torch_device)

@@ -73,8 +73,7 @@ class Reranker(TwoStageRetriever):
     def search(self, corpus: Corpus, queries: dict[str, str], depth: int) -> Run:
         """The re-ranked top min(depth, self.depth) of the first stage; its run stays in `candidates`."""
         self.candidates = self.first_stage.search(corpus, queries, min(depth, self.depth))
-        wanted = {d for docs in self.candidates.values() for d in docs}
-        texts = {d: t for d, t in zip(corpus.ids, corpus.texts) if d in wanted}
+        texts = corpus.texts_of(d for docs in self.candidates.values() for d in docs)
         if isinstance(self.model, Embedder):
             return rerank_by_vectors(self.model, queries, texts, self.candidates, self.hardware, self.cache_dir)
         return rerank(self.model, queries, texts, self.candidates, self.hardware)

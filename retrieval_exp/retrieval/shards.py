@@ -1,0 +1,81 @@
+"""Document vectors in shards on disk: each shard written (atomically) as soon as it is encoded, so that an encoding
+cut short (a preempted job) resumes at the first missing shard; memory-mapped when read, so that a search holds one
+block of vectors at a time, not the corpus (MS MARCO's 8.8M x 768 fp32 vectors are 27 GB).
+
+A folder holds `<number>.npy` shards of `shard_size` vectors (float32 or float16) and, once every shard is there,
+`complete`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from retrieval_exp.hardware import Hardware
+from retrieval_exp.interfaces import Embedder
+
+log = logging.getLogger(__name__)
+VectorDtype = Literal["float32", "float16"]
+COMPLETE = "complete"
+
+
+class VectorShards:
+    """The shards of one folder, in document order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.paths = sorted(folder.glob("[0-9]*.npy"))
+
+    def __len__(self) -> int:
+        return sum(self._open(path).shape[0] for path in self.paths)
+
+    @staticmethod
+    def _open(path: Path) -> np.ndarray:
+        return np.load(path, mmap_mode="r")
+
+    def blocks(self, size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """The vectors in order, `size` at a time, as float32 on `device` (read from the memory map block by block)."""
+        for path in self.paths:
+            vectors = self._open(path)
+            for start in range(0, vectors.shape[0], size):
+                yield torch.from_numpy(np.array(vectors[start : start + size], dtype=np.float32)).to(device)
+
+    def load(self, device: torch.device) -> torch.Tensor:
+        """Every vector, as float32 on `device` (for a re-ranker's few thousand candidates)."""
+        return torch.cat([torch.from_numpy(np.array(self._open(p), dtype=np.float32)) for p in self.paths]).to(device)
+
+
+def encode_shards(
+    encoder: Embedder,
+    texts: Sequence[str],
+    folder: Path,
+    hardware: Hardware,
+    shard_size: int = 100_000,
+    dtype: VectorDtype = "float32",
+) -> VectorShards:
+    """`encoder`'s document vectors of `texts` in `folder`, encoding only the shards not there yet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = math.ceil(len(texts) / shard_size)
+    if not (folder / COMPLETE).is_file():
+        done = [number for number in range(count) if _shard(folder, number).is_file()]
+        if done:
+            log.info("document vectors: %d of %d shards found in %s, encoding the rest", len(done), count, folder)
+        for number in sorted(set(range(count)) - set(done)):
+            part = texts[number * shard_size : (number + 1) * shard_size]
+            vectors = encoder.embed(part, "doc", hardware.encode_batch_size, hardware.autocast)
+            partial = folder / f"partial-{os.getpid()}-{number}.npy"  # not a shard's name until it is whole
+            np.save(partial, vectors.float().cpu().numpy().astype(dtype))
+            os.replace(partial, _shard(folder, number))
+        (folder / COMPLETE).write_text(f"{len(texts)} vectors in {count} shards of {shard_size}, {dtype}\n")
+    return VectorShards(folder)
+
+
+def _shard(folder: Path, number: int) -> Path:
+    return folder / f"{number:05d}.npy"
