@@ -73,8 +73,8 @@ class Words:
         return [" ".join(self.vocabulary[w] for w in words[end - n : end]) for n, end in zip(lengths, ends)]
 
 
-def write_collection(folder: Path, docs: int, seed: int = 0) -> None:
-    """A BEIR folder of `docs` passages, docs // 10 queries with one judged passage each."""
+def write_collection(folder: Path, docs: int, queries: int | None = None, seed: int = 0) -> None:
+    """A BEIR folder of `docs` passages and `queries` (default docs // 10) with one judged passage each."""
     if (folder / "qrels" / "train.tsv").is_file():
         return
     words = Words(seed)
@@ -83,7 +83,7 @@ def write_collection(folder: Path, docs: int, seed: int = 0) -> None:
         for start in range(0, docs, 100_000):
             for i, text in enumerate(words.texts(min(100_000, docs - start), 52, 0.4), start):
                 corpus.write(json.dumps({"_id": str(i), "title": "", "text": text}) + "\n")
-    queries = max(100, docs // 10)
+    queries = queries or max(100, docs // 10)
     texts = words.texts(queries, 5.5, 0.35)
     (folder / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(texts))
@@ -99,16 +99,16 @@ def write_docpairs(folder: Path, pairs: int, seed: int = 0) -> None:
     """The DOCPAIR_CORPUS collection with `pairs` docpairs, grouped by query."""
     if (folder / "docpairs.tsv").is_file():
         return
-    write_collection(folder, DOCPAIR_CORPUS, seed)
+    queries = pairs // 100 + 100  # more than the groups (pairs per query: median 400), so that no query id repeats
+    write_collection(folder, DOCPAIR_CORPUS, queries, seed)
     rng = np.random.default_rng(seed)
-    queries = DOCPAIR_CORPUS // 10
     written = query = 0
     with (folder / "docpairs.partial").open("w") as out:
         while written < pairs:
             count = min(pairs - written, max(1, int(rng.lognormal(math.log(400), 1.0))))
             positive = rng.integers(0, DOCPAIR_CORPUS)
             negatives = rng.integers(0, DOCPAIR_CORPUS, count)
-            out.write("".join(f"q{query % queries}\t{positive}\t{n}\n" for n in negatives))
+            out.write("".join(f"q{query}\t{positive}\t{n}\n" for n in negatives))
             written, query = written + count, query + 1
     (folder / "docpairs.partial").rename(folder / "docpairs.tsv")
 
@@ -219,10 +219,10 @@ def stage_on_corpus(stage: str, corpus: Any, queries: dict[str, str], work: Path
     from retrieval_exp.models.bi_encoder import BiEncoder
 
     encoder = BiEncoder(str(tiny_model(work / "model")), query_length=32, doc_length=256)
-    retriever = DenseRetriever(
-        encoder, Hardware(encode_batch_size=256), cache_dir=str(work / "vectors"), dtype="float16"
-    )
+    vectors = work / f"vectors-{size}"
+    retriever = DenseRetriever(encoder, Hardware(encode_batch_size=256), cache_dir=str(vectors), dtype="float16")
     if stage == "encode":
+        shutil.rmtree(vectors, ignore_errors=True)  # encoding is what is measured
         retriever.blocks(corpus)
         return {}
     run = retriever.search(corpus, asked, 1000)
