@@ -30,6 +30,7 @@ from retrieval_exp.retrieval.dense import DenseRetriever
 from retrieval_exp.retrieval.embedding_cache import cached_shards
 from retrieval_exp.retrieval.rerank import Reranker
 from retrieval_exp.retrieval.run import DatasetRun
+from retrieval_exp.retrieval.shards import in_batches
 from tests.conftest import compose_config
 
 
@@ -231,15 +232,15 @@ def test_an_interrupted_encoding_resumes_at_its_first_missing_shard(tmp_path: Pa
     corpus = corpus_of(230)
     cut_short = Vectors(fail_after=3)
     with pytest.raises(KeyboardInterrupt):
-        cached_shards(cut_short, corpus.key, corpus.texts, Hardware(), tmp_path, shard_size=50)
+        cached_shards(cut_short, corpus.key, in_batches(corpus.texts), Hardware(), tmp_path, shard_size=50)
     assert cut_short.encoded == 150 and not list(tmp_path.glob("*/*partial*"))
     resumed = Vectors()
-    shards = cached_shards(resumed, corpus.key, corpus.texts, Hardware(), tmp_path, shard_size=50)
+    shards = cached_shards(resumed, corpus.key, in_batches(corpus.texts), Hardware(), tmp_path, shard_size=50)
     assert resumed.encoded == 80 and len(shards) == 230  # shards 3 and 4 only
     whole = Vectors().embed(corpus.texts, "doc", 8)
     assert torch.equal(shards.load(torch.device("cpu")), whole)
     again = Vectors()
-    cached_shards(again, corpus.key, corpus.texts, Hardware(), tmp_path, shard_size=50)
+    cached_shards(again, corpus.key, in_batches(corpus.texts), Hardware(), tmp_path, shard_size=50)
     assert again.encoded == 0
 
 
@@ -256,3 +257,28 @@ def test_an_exhaustive_ivf_index_is_exact_and_an_approximate_one_reports_its_rec
     found = one_list.search(corpus, QUERIES, 10)
     recall = sum(len(found[q].keys() & exact[q].keys()) for q in QUERIES) / (10 * len(QUERIES))
     assert one_list.figures() == {"dense/recall_vs_exact": pytest.approx(recall)} and recall < 1
+
+
+def test_bm25_indexes_a_streamed_corpus_as_a_held_one(stored: dict[str, StoredDocs], tmp_path: Path) -> None:
+    from retrieval_exp.retrieval.bm25 import BM25
+
+    whole = irds.corpus("tiny/train")
+    held = Corpus(whole.key, list(whole.ids), list(whole.texts))
+    queries = irds.queries("tiny/train")
+    expected = BM25(index_root=str(tmp_path / "held")).search(held, queries, 5)
+    irds._whole_corpus.cache_clear()
+    streamed = irds.corpus("stored/train")
+    assert streamed.key == held.key  # one streamed pass names the same content
+    assert BM25(index_root=str(tmp_path / "streamed")).search(streamed, queries, 5) == expected
+    assert irds._whole_corpus.cache_info().currsize == 0  # never read whole
+
+
+def test_dense_retrieval_encodes_a_streamed_corpus_as_a_held_one(stored: dict[str, StoredDocs], tmp_path: Path) -> None:
+    whole = irds.corpus("tiny/train")
+    held = Corpus(whole.key, list(whole.ids), list(whole.texts))
+    queries = irds.queries("tiny/train")
+    expected = DenseRetriever(Vectors(), Hardware()).search(held, queries, 5)
+    irds._whole_corpus.cache_clear()
+    streamed = DenseRetriever(Vectors(), Hardware(), cache_dir=str(tmp_path), shard_size=7, chunk_size=4)
+    assert runs_equal(streamed.search(irds.corpus("stored/train"), queries, 5), expected)
+    assert irds._whole_corpus.cache_info().currsize == 0 and len(list(tmp_path.glob("*/0*.npy"))) > 1

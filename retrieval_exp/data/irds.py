@@ -12,7 +12,7 @@ import ir_datasets
 
 from retrieval_exp.data import held_out
 from retrieval_exp.errors import UserError
-from retrieval_exp.ir_types import Corpus, Qrels, content_key
+from retrieval_exp.ir_types import Corpus, Qrels, content_key, streamed_content_key
 
 logging.getLogger("ir_datasets").setLevel(logging.WARNING)
 
@@ -71,15 +71,28 @@ class DatasetCorpus(Corpus):
 
     @property
     def key(self) -> str:
-        return _whole_corpus(self.dataset_id).key
+        return _streamed_key(self.dataset_id)
 
     @property
     def ids(self) -> list[str]:
-        return _whole_corpus(self.dataset_id).ids
+        return _ids(self.dataset_id)
 
     @property
     def texts(self) -> list[str]:
         return _whole_corpus(self.dataset_id).texts
+
+    def batches(self, size: int) -> Iterator[tuple[list[str], list[str]]]:
+        """Streamed from the dataset: only `size` documents are held."""
+        ids: list[str] = []
+        texts: list[str] = []
+        for doc_id, text in _documents(self.dataset_id):
+            ids.append(doc_id)
+            texts.append(text)
+            if len(ids) == size:
+                yield ids, texts
+                ids, texts = [], []
+        if ids:
+            yield ids, texts
 
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, str]:
         return documents(self.dataset_id, set(doc_ids))
@@ -91,13 +104,31 @@ def corpus(dataset_id: str) -> Corpus:
     return DatasetCorpus(dataset_id)
 
 
+def _documents(dataset_id: str) -> Iterator[tuple[str, str]]:
+    """(id, text) of every document, one at a time."""
+    for doc in _rows(dataset_id, "documents", load(dataset_id).docs_iter()):
+        yield doc.doc_id, doc.default_text().strip()
+
+
 @lru_cache(maxsize=4)
 def _whole_corpus(dataset_id: str) -> Corpus:
     ids, texts = [], []
-    for doc in _rows(dataset_id, "documents", load(dataset_id).docs_iter()):  # one document at a time
-        ids.append(doc.doc_id)
-        texts.append(doc.default_text().strip())
+    for doc_id, text in _documents(dataset_id):
+        ids.append(doc_id)
+        texts.append(text)
     return Corpus(content_key(ids, texts), ids, texts)
+
+
+@lru_cache(maxsize=4)
+def _ids(dataset_id: str) -> list[str]:
+    """The corpus's ids in order, from one streamed pass (the texts are not kept)."""
+    return [doc_id for doc_id, _ in _documents(dataset_id)]
+
+
+@lru_cache(maxsize=16)
+def _streamed_key(dataset_id: str) -> str:
+    """The corpus's content key, from one streamed pass (the same as content_key of the whole corpus)."""
+    return streamed_content_key(_documents(dataset_id))
 
 
 def require_readable(dataset_id: str) -> None:

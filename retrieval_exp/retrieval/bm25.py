@@ -56,10 +56,8 @@ class BM25(Retriever):
         self.index_root.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=self.index_root))
         indexer = LuceneIndexer(str(partial), threads=self.threads)
-        batch = 10_000
-        for start in tqdm(range(0, len(corpus), batch), desc="bm25 index", unit="batch", leave=False):
-            ids, texts = corpus.ids[start : start + batch], corpus.texts[start : start + batch]
-            indexer.add_batch_dict([{"id": i, "contents": t} for i, t in zip(ids, texts)])
+        for ids, texts in tqdm(corpus.batches(10_000), desc="bm25 index", unit="batch", leave=False):
+            indexer.add_batch_dict([{"id": i, "contents": t} for i, t in zip(ids, texts)])  # the corpus streams
         indexer.close()
         try:
             partial.rename(path)

@@ -4,6 +4,7 @@ or in shards on disk), or through a faiss index, exact or approximate."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, get_args
 
 import numpy as np
@@ -27,6 +28,11 @@ def exact_top_k(
     return top_k_over_blocks(queries, _blocks(docs, chunk_size), k)
 
 
+def _texts(corpus: Corpus, size: int) -> Iterator[list[str]]:
+    """The corpus's texts `size` at a time, streamed (Corpus.batches)."""
+    return (texts for _, texts in corpus.batches(size))
+
+
 def _blocks(docs: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
     """`docs` `size` rows at a time, as float32 (vectors kept in float16 are scored in float32)."""
     return (docs[start : start + size].float() for start in range(0, len(docs), size))
@@ -43,6 +49,7 @@ def top_k_over_blocks(
     for block in blocks:
         scores = queries @ block.T
         top = scores.topk(min(k, scores.shape[1]), dim=1)
+        del scores  # before the next block's are made: one block of scores at a time, not two
         merged_scores = torch.cat([best_scores, top.values], dim=1)
         merged_index = torch.cat([best_index, top.indices + start], dim=1)
         keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1)
@@ -147,7 +154,13 @@ class DenseRetriever(Retriever):
         """What yields the corpus's vectors block by block: from shards on disk, or from memory."""
         if self.cache_dir is not None:
             shards = cached_shards(
-                self.encoder, corpus.key, corpus.texts, self.hardware, self.cache_dir, self.shard_size, self.dtype
+                self.encoder,
+                corpus.key,
+                partial(_texts, corpus),
+                self.hardware,
+                self.cache_dir,
+                self.shard_size,
+                self.dtype,
             )
             return lambda: shards.blocks(self.chunk_size, self.hardware.torch_device)
         docs = self.encoder.embed(corpus.texts, "doc", self.hardware.encode_batch_size, self.hardware.autocast)

@@ -13,7 +13,7 @@ import torch
 
 from retrieval_exp.hardware import Hardware
 from retrieval_exp.interfaces import Embedder
-from retrieval_exp.retrieval.shards import VectorDtype, VectorShards, encode_shards
+from retrieval_exp.retrieval.shards import TextBatches, VectorDtype, VectorShards, encode_shards, in_batches
 
 FORMAT = "v2"  # bump when the file layout changes (v2: shards)
 
@@ -21,18 +21,18 @@ FORMAT = "v2"  # bump when the file layout changes (v2: shards)
 def cached_shards(
     encoder: Embedder,
     content_key: str,
-    texts: Sequence[str],
+    batches: TextBatches,
     hardware: Hardware,
     cache_dir: str | Path,
     shard_size: int = 100_000,
     dtype: VectorDtype = "float32",
 ) -> VectorShards:
-    """`encoder`'s document vectors for `texts` (whose content `content_key` names) as shards in a folder of
-    `cache_dir` named by everything that decides them; shards an earlier (or interrupted) run wrote are read, not
-    encoded again. Concurrent jobs write the same bytes; the last rename of a shard wins."""
+    """`encoder`'s document vectors for the texts `batches` gives (whose content `content_key` names) as shards in a
+    folder of `cache_dir` named by everything that decides them; shards an earlier (or interrupted) run wrote are read,
+    not encoded again. Concurrent jobs write the same bytes; the last rename of a shard wins."""
     name = f"{encoder.fingerprint()}|{content_key}|{hardware.precision}|{dtype}|{shard_size}|{FORMAT}"
     folder = Path(cache_dir) / hashlib.sha1(name.encode()).hexdigest()[:24]
-    return encode_shards(encoder, texts, folder, hardware, shard_size, dtype)
+    return encode_shards(encoder, batches, folder, hardware, shard_size, dtype)
 
 
 def embed_cached(
@@ -42,4 +42,4 @@ def embed_cached(
     `cache_dir=None` computes without storing."""
     if cache_dir is None:
         return encoder.embed(texts, "doc", hardware.encode_batch_size, hardware.autocast)
-    return cached_shards(encoder, content_key, texts, hardware, cache_dir).load(hardware.torch_device)
+    return cached_shards(encoder, content_key, in_batches(texts), hardware, cache_dir).load(hardware.torch_device)

@@ -9,9 +9,8 @@ A folder holds `<number>.npy` shards of `shard_size` vectors (float32 or float16
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -52,28 +51,41 @@ class VectorShards:
         return torch.cat([torch.from_numpy(np.array(self._open(p), dtype=np.float32)) for p in self.paths]).to(device)
 
 
+TextBatches = Callable[[int], Iterable[Sequence[str]]]  # given a size, the texts in order, that many at a time
+
+
+def in_batches(texts: Sequence[str]) -> TextBatches:
+    """`texts` (held) as TextBatches."""
+    return lambda size: (texts[start : start + size] for start in range(0, len(texts), size))
+
+
 def encode_shards(
     encoder: Embedder,
-    texts: Sequence[str],
+    batches: TextBatches,
     folder: Path,
     hardware: Hardware,
     shard_size: int = 100_000,
     dtype: VectorDtype = "float32",
 ) -> VectorShards:
-    """`encoder`'s document vectors of `texts` in `folder`, encoding only the shards not there yet."""
+    """`encoder`'s document vectors of the texts `batches` gives, in `folder`, encoding only the shards not there
+    yet. The texts are read `shard_size` at a time (a streamed corpus is never held), and not at all once the
+    folder is complete."""
     folder.mkdir(parents=True, exist_ok=True)
-    count = math.ceil(len(texts) / shard_size)
-    if not (folder / COMPLETE).is_file():
-        done = [number for number in range(count) if _shard(folder, number).is_file()]
-        if done:
-            log.info("document vectors: %d of %d shards found in %s, encoding the rest", len(done), count, folder)
-        for number in sorted(set(range(count)) - set(done)):
-            part = texts[number * shard_size : (number + 1) * shard_size]
-            vectors = encoder.embed(part, "doc", hardware.encode_batch_size, hardware.autocast)
-            partial = folder / f"partial-{os.getpid()}-{number}.npy"  # not a shard's name until it is whole
-            np.save(partial, vectors.float().cpu().numpy().astype(dtype))
-            os.replace(partial, _shard(folder, number))
-        (folder / COMPLETE).write_text(f"{len(texts)} vectors in {count} shards of {shard_size}, {dtype}\n")
+    if (folder / COMPLETE).is_file():
+        return VectorShards(folder)
+    count = found = 0
+    for number, part in enumerate(batches(shard_size)):
+        count += len(part)
+        if _shard(folder, number).is_file():  # written before the run was cut short
+            found += 1
+            continue
+        vectors = encoder.embed(part, "doc", hardware.encode_batch_size, hardware.autocast)
+        partial = folder / f"partial-{os.getpid()}-{number}.npy"  # not a shard's name until it is whole
+        np.save(partial, vectors.float().cpu().numpy().astype(dtype))
+        os.replace(partial, _shard(folder, number))
+    if found:
+        log.info("document vectors: %d shards were found in %s, the rest encoded", found, folder)
+    (folder / COMPLETE).write_text(f"{count} vectors in shards of {shard_size}, {dtype}\n")
     return VectorShards(folder)
 
 
