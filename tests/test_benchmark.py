@@ -14,6 +14,7 @@ from ir_datasets.formats import GenericDoc, GenericQrel, GenericQuery
 from mlflow.tracking import MlflowClient
 
 from retrieval_exp.data import irds
+from retrieval_exp.ir_types import content_key
 from retrieval_exp.retrieval.run import read_trec
 from tests.conftest import REPO, compose_config, launch
 from tests.test_launch import runs
@@ -130,8 +131,8 @@ def test_a_loader_without_optional_methods_serves(tmp_path: Path) -> None:
     ir_datasets.registry.register("bare/test", Dataset(Docs(), Queries(), Qrels()))
     irds.require_readable("bare/test")
     first = irds.corpus("bare/test")
-    assert first.ids == ["1", "2"] and first.key == irds.content_key(["1", "2"], ["sea ice", "gut bacteria"])
-    assert irds.content_key(["1", "2"], ["sea ice", "gut bacteria!"]) != first.key
+    assert first.ids == ["1", "2"] and first.key == content_key(["1", "2"], ["sea ice", "gut bacteria"])
+    assert content_key(["1", "2"], ["sea ice", "gut bacteria!"]) != first.key
     assert irds.documents("bare/test", {"2"}) == {"2": "gut bacteria"}
 
 

@@ -266,11 +266,11 @@ def test_bm25_indexes_a_streamed_corpus_as_a_held_one(stored: dict[str, StoredDo
     held = Corpus(whole.key, list(whole.ids), list(whole.texts))
     queries = irds.queries("tiny/train")
     expected = BM25(index_root=str(tmp_path / "held")).search(held, queries, 5)
-    irds._whole_corpus.cache_clear()
+    irds._texts.cache_clear()
     streamed = irds.corpus("stored/train")
     assert streamed.key == held.key  # one streamed pass names the same content
     assert BM25(index_root=str(tmp_path / "streamed")).search(streamed, queries, 5) == expected
-    assert irds._whole_corpus.cache_info().currsize == 0  # never read whole
+    assert irds._texts.cache_info().currsize == 0  # never read whole
 
 
 def test_dense_retrieval_encodes_a_streamed_corpus_as_a_held_one(stored: dict[str, StoredDocs], tmp_path: Path) -> None:
@@ -278,7 +278,7 @@ def test_dense_retrieval_encodes_a_streamed_corpus_as_a_held_one(stored: dict[st
     held = Corpus(whole.key, list(whole.ids), list(whole.texts))
     queries = irds.queries("tiny/train")
     expected = DenseRetriever(Vectors(), Hardware()).search(held, queries, 5)
-    irds._whole_corpus.cache_clear()
+    irds._texts.cache_clear()
     streamed = DenseRetriever(Vectors(), Hardware(), cache_dir=str(tmp_path), shard_size=7, chunk_size=4)
     assert runs_equal(streamed.search(irds.corpus("stored/train"), queries, 5), expected)
-    assert irds._whole_corpus.cache_info().currsize == 0 and len(list(tmp_path.glob("*/0*.npy"))) > 1
+    assert irds._texts.cache_info().currsize == 0 and len(list(tmp_path.glob("*/0*.npy"))) > 1

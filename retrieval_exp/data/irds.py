@@ -12,7 +12,7 @@ import ir_datasets
 
 from retrieval_exp.data import held_out
 from retrieval_exp.errors import UserError
-from retrieval_exp.ir_types import Corpus, Qrels, content_key, streamed_content_key
+from retrieval_exp.ir_types import Corpus, Qrels, streamed_content_key
 
 logging.getLogger("ir_datasets").setLevel(logging.WARNING)
 
@@ -57,9 +57,10 @@ def _rows(dataset_id: str, what: str, rows: Any) -> Iterator[Any]:
 
 
 class DatasetCorpus(Corpus):
-    """An ir_datasets corpus read whole only when a retriever ranks all of it (BM25 indexing, dense encoding): a
-    re-ranker's look-up of its candidates (texts_of) goes through the dataset's docstore, so that re-ranking TREC DL's
-    top 1000 reads a few thousand of MS MARCO's 8.8M passages."""
+    """An ir_datasets corpus whose texts are held only where something asks for all of them at once (`texts`): its
+    key and ids come from streamed passes that keep no text, BM25 indexing and encoding read it in batches
+    (`batches`), and a re-ranker's look-up of its candidates (`texts_of`) goes through the dataset's docstore, so that
+    re-ranking TREC DL's top 1000 reads a few thousand of MS MARCO's 8.8M passages."""
 
     dataset_id: str
 
@@ -71,7 +72,7 @@ class DatasetCorpus(Corpus):
 
     @property
     def key(self) -> str:
-        return _streamed_key(self.dataset_id)
+        return _key(self.dataset_id)
 
     @property
     def ids(self) -> list[str]:
@@ -79,7 +80,7 @@ class DatasetCorpus(Corpus):
 
     @property
     def texts(self) -> list[str]:
-        return _whole_corpus(self.dataset_id).texts
+        return _texts(self.dataset_id)
 
     def batches(self, size: int) -> Iterator[tuple[list[str], list[str]]]:
         """Streamed from the dataset: only `size` documents are held."""
@@ -99,35 +100,37 @@ class DatasetCorpus(Corpus):
 
 
 def corpus(dataset_id: str) -> Corpus:
-    """The documents as text: title and body joined, as BEIR, MTEB and pyserini's flat indexes do; read on first use
-    of the whole (DatasetCorpus)."""
+    """The documents as text: title and body joined, as BEIR, MTEB and pyserini's flat indexes do; read as each use
+    needs them (DatasetCorpus)."""
     return DatasetCorpus(dataset_id)
 
 
 def _documents(dataset_id: str) -> Iterator[tuple[str, str]]:
     """(id, text) of every document, one at a time."""
     for doc in _rows(dataset_id, "documents", load(dataset_id).docs_iter()):
-        yield doc.doc_id, doc.default_text().strip()
+        yield doc.doc_id, _text(doc)
+
+
+def _text(doc: Any) -> str:
+    return str(doc.default_text().strip())
 
 
 @lru_cache(maxsize=4)
-def _whole_corpus(dataset_id: str) -> Corpus:
-    ids, texts = [], []
-    for doc_id, text in _documents(dataset_id):
-        ids.append(doc_id)
-        texts.append(text)
-    return Corpus(content_key(ids, texts), ids, texts)
+def _texts(dataset_id: str) -> list[str]:
+    """Every document's text, in order: the corpus read whole (what only a whole-corpus ranking in memory needs)."""
+    return [text for _, text in _documents(dataset_id)]
 
 
 @lru_cache(maxsize=4)
 def _ids(dataset_id: str) -> list[str]:
-    """The corpus's ids in order, from one streamed pass (the texts are not kept)."""
+    """The corpus's ids in order, from one streamed pass that keeps no text."""
     return [doc_id for doc_id, _ in _documents(dataset_id)]
 
 
 @lru_cache(maxsize=16)
-def _streamed_key(dataset_id: str) -> str:
-    """The corpus's content key, from one streamed pass (the same as content_key of the whole corpus)."""
+def _key(dataset_id: str) -> str:
+    """The corpus's content key (content_key of the whole corpus), from a streamed pass that keeps nothing (BM25
+    needs the key alone, not the ids)."""
     return streamed_content_key(_documents(dataset_id))
 
 
@@ -161,8 +164,8 @@ def documents(dataset_id: str, doc_ids: set[str]) -> dict[str, str]:
     without docs_store() at all, as some classic ones, included)."""
     store = _docstore(dataset_id)
     if store is None:
-        return _whole_corpus(dataset_id).texts_of(doc_ids)
-    return {doc_id: doc.default_text().strip() for doc_id, doc in store.get_many(doc_ids).items()}
+        return Corpus.texts_of(corpus(dataset_id), doc_ids)  # the whole corpus's look-up, not the docstore's
+    return {doc_id: _text(doc) for doc_id, doc in store.get_many(doc_ids).items()}
 
 
 def _docstore(dataset_id: str) -> Any | None:
@@ -193,7 +196,7 @@ class DocumentTexts(Mapping[str, str]):
         if self._store is None and self._whole is None:
             self._store = _docstore(self.dataset_id)
             if self._store is None:
-                collection = _whole_corpus(self.dataset_id)
+                collection = corpus(self.dataset_id)
                 self._whole = dict(zip(collection.ids, collection.texts))
         return self._whole if self._whole is not None else self._store
 
@@ -204,10 +207,10 @@ class DocumentTexts(Mapping[str, str]):
         found = source.get_many([doc_id])
         if doc_id not in found:
             raise KeyError(doc_id)
-        return str(found[doc_id].default_text().strip())
+        return _text(found[doc_id])
 
-    def __iter__(self) -> Iterator[str]:  # every id: reads the corpus whole
-        return iter(_whole_corpus(self.dataset_id).ids)
+    def __iter__(self) -> Iterator[str]:  # every id: one streamed pass over the corpus
+        return iter(corpus(self.dataset_id).ids)
 
     def __len__(self) -> int:
-        return len(_whole_corpus(self.dataset_id).ids)
+        return len(corpus(self.dataset_id))
