@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,11 +19,23 @@ from retrieval_exp.settings import AtLeast, Positive
 PRECISIONS = ("fp32", "bf16")
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
 @dataclass
 class Hardware:
     """Device, precision (fp32, or bf16 autocast), CPU threads, data-loader workers, encoding batch size, whether to
-    torch.compile the model for evaluation (`compile_inference`), and whether training recomputes each transformer
-    layer's activations in the backward pass instead of keeping them (`activation_checkpointing`)."""
+    torch.compile the model for evaluation (`compile_inference`), whether training recomputes each transformer
+    layer's activations in the backward pass instead of keeping them (`activation_checkpointing`), and whether the
+    host memory freed in a training step goes back to the system after it (`trim_host_memory`)."""
 
     device: str = "cpu"
     precision: str = "fp32"
@@ -30,6 +44,7 @@ class Hardware:
     encode_batch_size: Positive = 64
     compile_inference: bool = False
     activation_checkpointing: bool = False
+    trim_host_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -69,6 +84,15 @@ class Hardware:
                 if any(parameter.requires_grad for parameter in module.parameters()):
                     module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         return model
+
+    def release_freed_memory(self) -> None:
+        """With `trim_host_memory`, hand the pages of freed blocks that glibc keeps back to the system
+        (malloc_trim(0)); the training loop calls it after each optimizer step. glibc keeps a step's freed activation
+        blocks (tens of MB each, under its dynamic mmap threshold) for reuse, so a CPU run's resident size climbs
+        over the steps and stays there through evaluation; trimming costs about a millisecond and no speed
+        (bench/README.md, section 8). A no-op without glibc."""
+        if self.trim_host_memory and MALLOC_TRIM is not None:
+            MALLOC_TRIM(0)
 
 
 def seed_everything(seed: int) -> None:

@@ -48,6 +48,7 @@ def test_the_sampler_counts_what_the_mask_takes_out(tiny_bert: Path) -> None:
     assert in_batch_false_negatives(TRIPLES, 2) == 2 / 3  # [q1, q1] share d1 and d2; q2 alone
     without_ids = [Triple(t.query, t.positive, t.negatives) for t in TRIPLES]
     assert in_batch_false_negatives(without_ids, 3) == 2 / 3  # no qrels: rows 0 and 2 share the text of d1
+    assert in_batch_false_negatives(TRIPLES, 2, batches=1) == 2 / 2  # the first batch only: [q1, q1]
 
 
 def output() -> TripleEmbeddings:

@@ -97,9 +97,10 @@ def test_docpairs_grouped_in_one_pass_as_in_memory(interleaved: bool, max_querie
     ]
     if interleaved:
         rng.shuffle(rows)
-    found = first_pairs(lambda: iter(rows), 4, max_queries)
-    assert found.groups == grouped_in_memory(rows, 4, max_queries)
-    assert found.groups and all(len(pairs) == 4 for _, pairs in found.groups)
+    found, expected = first_pairs(lambda: iter(rows), 4, max_queries), grouped_in_memory(rows, 4, max_queries)
+    assert found.queries == [q for q, _ in expected] and found.queries
+    assert list(found.examples) == [(q, a, [b]) for q, pairs in expected for a, b in pairs]
+    assert len(found.examples) == 4 * len(found.queries)
     if not interleaved:  # at most one query's incomplete group is held
         assert found.held_at_most == 3
     else:

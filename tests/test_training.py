@@ -2,6 +2,7 @@
 stopped at its step."""
 
 import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from retrieval_exp import hardware
 from retrieval_exp.data.local import register_all
 from retrieval_exp.hardware import Hardware, seed_everything
 from retrieval_exp.training.distributed import SINGLE_PROCESS
@@ -49,6 +51,7 @@ def run_training(
     precision: str = "fp32",
     validator: Validation | None = None,
     overrides: tuple[str, ...] = ("trainer.checkpoint_every=1",),
+    trim_host_memory: bool = False,
 ) -> Trained:
     """Train the tiny model on the tiny collection, recording the training losses and validation values."""
     cfg = compose_config(*TINY, f"trainer.max_steps={max_steps}", *overrides)
@@ -71,7 +74,7 @@ def run_training(
         instantiate(cfg.optim),
         instantiate(cfg.scheduler),
         TrainerSettings(**cfg.trainer),
-        Hardware(precision=precision),
+        Hardware(precision=precision, trim_host_memory=trim_host_memory),
         checkpoints,
         record,
         validator,
@@ -107,6 +110,18 @@ def test_bf16_autocast_trains(tmp_path: Path) -> None:
     trained = run_training(tmp_path, max_steps=2, precision="bf16")
     assert len(trained.losses) == 2 and all(torch.isfinite(torch.tensor(trained.losses)))
     assert all(p.dtype == torch.float32 for p in trained.model.parameters())  # autocast keeps fp32 master weights
+
+
+@pytest.mark.parametrize("trim", [False, True])
+def test_each_step_gives_its_freed_host_memory_back_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trim: bool
+) -> None:
+    if platform.libc_ver()[0] == "glibc":
+        assert hardware.MALLOC_TRIM is not None
+    calls: list[int] = []
+    monkeypatch.setattr(hardware, "MALLOC_TRIM", calls.append)
+    run_training(tmp_path, max_steps=3, trim_host_memory=trim)
+    assert calls == ([0, 0, 0] if trim else [])
 
 
 def test_a_diverged_loss_stops_the_run_at_its_step_with_one_line_and_no_result(tmp_path: Path) -> None:

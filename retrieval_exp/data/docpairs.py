@@ -4,6 +4,7 @@ MS MARCO's qidpidtriples hold ~400M (query, positive, negative) lines. The group
 pairs of each query that has at least that many, in the order the groups complete. In a file grouped by query (each
 query's lines together, as the official triples are) a query's incomplete group is dropped when its lines end, so at
 most one incomplete group is held; a file that interleaves queries is read again keeping every incomplete group.
+The complete groups are kept as examples (query, positive, [negative]) in integer codes (CompactExamples).
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from retrieval_exp.data.examples import CompactExamples
+
 log = logging.getLogger(__name__)
 Pair = tuple[str, str]  # positive doc id, negative doc id
 
 
 @dataclass(frozen=True)
 class Groups:
-    """The complete groups in the order they completed, and the most pairs of incomplete groups held at once."""
+    """The complete groups' pairs as examples and their queries, in the order the groups completed, and the most
+    pairs of incomplete groups held at once."""
 
-    groups: list[tuple[str, list[Pair]]]
+    examples: CompactExamples
+    queries: list[str]
     held_at_most: int
 
 
@@ -44,7 +49,7 @@ def _first_pairs(
     """One pass; with `grouped_by_query`, None when a query whose incomplete group was dropped comes back."""
     incomplete: dict[str, list[Pair]] = {}
     dropped: set[str] = set()
-    complete: list[tuple[str, list[Pair]]] = []
+    complete, queries = CompactExamples(), []
     done: set[str] = set()
     held = held_at_most = 0
     previous: str | None = None
@@ -64,9 +69,11 @@ def _first_pairs(
         held += 1
         if len(group) == group_size:
             held -= group_size
-            complete.append((query_id, incomplete.pop(query_id)))
+            for positive, negative in incomplete.pop(query_id):
+                complete.append(query_id, positive, [negative])
+            queries.append(query_id)
             done.add(query_id)
-            if max_queries and len(complete) == max_queries:
+            if max_queries and len(queries) == max_queries:
                 break
         held_at_most = max(held_at_most, held)
-    return Groups(complete, held_at_most)
+    return Groups(complete, queries, held_at_most)

@@ -8,8 +8,9 @@ from typing import Any
 
 from retrieval_exp.batches import BatchShape
 from retrieval_exp.data import irds
+from retrieval_exp.data.examples import Example
 from retrieval_exp.data.teacher import TeacherScores
-from retrieval_exp.data.triples import Example, TripleSampler
+from retrieval_exp.data.triples import TripleSampler
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any, overload
 from retrieval_exp.batches import BatchShape, Triple, false_negatives
 from retrieval_exp.data import irds
 from retrieval_exp.data.docpairs import first_pairs
+from retrieval_exp.data.examples import EpochDraw, Example
 from retrieval_exp.data.negatives import NegativeFilter
 from retrieval_exp.data.teacher import TeacherScores
 from retrieval_exp.errors import UserError
@@ -21,7 +22,7 @@ from retrieval_exp.interfaces import Sampler
 from retrieval_exp.settings import Positive
 
 log = logging.getLogger(__name__)
-Example = tuple[str, str, list[str]]  # query id, positive doc id, the doc ids its negatives are drawn from
+COUNTED_BATCHES = 1000  # batches/false_negatives over at most this many of an epoch's first batches
 
 
 class TripleSampler(Sampler):
@@ -41,13 +42,13 @@ class TripleSampler(Sampler):
         super().__init__(seed)
         self.dataset, self.negatives = dataset, negatives
         self.unique_queries, self.batch_size = unique_queries, batch_size
-        self._examples: list[Example] = []
+        self._examples: Sequence[Example] = []
         self._loaded = False
         self._teacher: dict[tuple[str, str], float] | None = None
         self.teacher_file: Path | None = None
 
     @abstractmethod
-    def load(self) -> tuple[dict[str, str], Mapping[str, str], list[Example]]:
+    def load(self) -> tuple[dict[str, str], Mapping[str, str], Sequence[Example]]:
         """Query texts, document texts (a dict, or look-ups: irds.DocumentTexts) and the examples."""
 
     def prepare(self) -> None:
@@ -89,13 +90,10 @@ class TripleSampler(Sampler):
         of `batch_size` in which no query and no document repeats (without_repeats). Each triple's texts are looked
         up when it is read."""
         self.prepare()
-        rng = self.epoch_rng(epoch)
-        order = list(self._examples)
-        rng.shuffle(order)
-        drawn = [(q, pos, rng.sample(candidates, self.negatives)) for q, pos, candidates in order]
+        drawn = EpochDraw.drawn(self._examples, self.negatives, self.epoch_rng(epoch))
         if self.unique_queries:
             keys = [{f"q:{q}", f"d:{pos}", *(f"d:{d}" for d in negatives)} for q, pos, negatives in drawn]
-            drawn = [drawn[i] for i in arrangement_without_repeats(keys, self.batch_size)]
+            drawn = drawn.taken(arrangement_without_repeats(keys, self.batch_size))
         triples = EpochTriples(self, drawn)
         if self.batch_size:
             self.report["batches/false_negatives"] = in_batch_false_negatives(triples, self.batch_size)
@@ -113,7 +111,7 @@ class EpochTriples(Sequence[Triple]):
     """An epoch's triples in order, each built from its ids when it is read: an epoch of MS MARCO's grouped docpairs
     holds 33M, whose texts stay in the docstore until their batch."""
 
-    def __init__(self, sampler: TripleSampler, drawn: Sequence[tuple[str, str, list[str]]]) -> None:
+    def __init__(self, sampler: TripleSampler, drawn: EpochDraw) -> None:
         self.sampler, self.drawn = sampler, drawn
 
     def __len__(self) -> int:
@@ -131,11 +129,13 @@ class EpochTriples(Sequence[Triple]):
         return self.sampler.triple(*self.drawn[index])
 
 
-def in_batch_false_negatives(triples: Sequence[Triple], size: int) -> float:
+def in_batch_false_negatives(triples: Sequence[Triple], size: int, batches: int = COUNTED_BATCHES) -> float:
     """The mean number, per triple, of candidates the in-batch losses' mask (batches.false_negatives) takes out of
-    its batch of `size` consecutive triples."""
-    found = sum(int(false_negatives(triples[i : i + size]).sum()) for i in range(0, len(triples), size))
-    return found / len(triples) if triples else 0.0
+    its batch of `size` consecutive triples, over the first `batches` batches (a shuffled epoch's sample: counting
+    all 400k batches of MS MARCO's grouped docpairs would look up 100M texts before the first step)."""
+    counted = triples[: size * batches]
+    found = sum(int(false_negatives(counted[i : i + size]).sum()) for i in range(0, len(counted), size))
+    return found / len(counted) if counted else 0.0
 
 
 def without_repeats(triples: list[Triple], size: int) -> list[Triple]:
@@ -263,18 +263,17 @@ class DocpairTriples(TripleSampler):
         super().__init__(dataset, 1, seed, unique_queries, batch_size)
         self.group_size, self.max_queries = group_size, max_queries
 
-    def load(self) -> tuple[dict[str, str], Mapping[str, str], list[Example]]:
+    def load(self) -> tuple[dict[str, str], Mapping[str, str], Sequence[Example]]:
         docpairs = irds.load(self.dataset).docpairs_iter
         found = first_pairs(docpairs, self.group_size, self.max_queries)
         self.report["docpairs/held_at_most"] = found.held_at_most
-        examples = [(q, positive, [negative]) for q, pairs in found.groups for positive, negative in pairs]
         all_queries = irds.queries(self.dataset)
-        queries = {q: all_queries[q] for q, _ in found.groups}
+        queries = {q: all_queries[q] for q in found.queries}
         log.info(
             "%d docpairs from %d complete groups of %d in %s",
-            len(examples),
-            len(found.groups),
+            len(found.examples),
+            len(found.queries),
             self.group_size,
             self.dataset,
         )
-        return queries, irds.DocumentTexts(self.dataset), examples
+        return queries, irds.DocumentTexts(self.dataset), found.examples

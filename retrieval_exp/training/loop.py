@@ -222,6 +222,7 @@ def _after_step(
     """What follows optimizer step `step`: its log, validation, the epoch's loss-based stopping, the checkpoint, and
     Preempted when a stop signal came. True when training stops early."""
     settings, ranks, validator, loss_stop = session.settings, session.ranks, session.validator, session.loss_stop
+    session.hardware.release_freed_memory()
     if step % settings.log_every == 0 or step == total_steps:
         metrics = session.window.take(ranks, step % settings.log_every or settings.log_every)
         metrics["train/lr"] = float(session.scheduler.get_last_lr()[0])
