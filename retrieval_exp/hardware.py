@@ -87,7 +87,7 @@ class Hardware:
 
     def release_freed_memory(self) -> None:
         """With `trim_host_memory`, hand the pages of freed blocks that glibc keeps back to the system
-        (malloc_trim(0)); the training loop calls it after each optimizer step. glibc keeps a step's freed activation
+        (malloc_trim(0)); the training loop calls it after each optimizer step, encoding after each shard. glibc keeps a step's freed activation
         blocks (tens of MB each, under its dynamic mmap threshold) for reuse, so a CPU run's resident size climbs
         over the steps and stays there through evaluation; trimming costs about a millisecond and no speed
         (bench/README.md, section 8). A no-op without glibc."""

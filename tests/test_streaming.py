@@ -19,6 +19,7 @@ from ir_datasets.datasets.base import Dataset
 from ir_datasets.datasets.beir import BeirTitleDoc
 from ir_datasets.indices import PickleLz4FullStore
 
+from retrieval_exp import hardware
 from retrieval_exp.data import irds
 from retrieval_exp.data.chunk_groups import ChunkGroups
 from retrieval_exp.data.docpairs import first_pairs
@@ -229,15 +230,20 @@ def runs_equal(first: dict, second: dict) -> bool:  # noqa: ANN001
     )
 
 
-def test_an_interrupted_encoding_resumes_at_its_first_missing_shard(tmp_path: Path) -> None:
+def test_an_interrupted_encoding_resumes_at_its_first_missing_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     corpus = corpus_of(230)
     cut_short = Vectors(fail_after=3)
     with pytest.raises(KeyboardInterrupt):
         cached_shards(cut_short, corpus.key, in_batches(corpus.texts), Hardware(), tmp_path, shard_size=50)
     assert cut_short.encoded == 150 and not list(tmp_path.glob("*/*partial*"))
-    resumed = Vectors()
-    shards = cached_shards(resumed, corpus.key, in_batches(corpus.texts), Hardware(), tmp_path, shard_size=50)
+    resumed, trims = Vectors(), []
+    monkeypatch.setattr(hardware, "MALLOC_TRIM", trims.append)
+    trimming = Hardware(trim_host_memory=True)
+    shards = cached_shards(resumed, corpus.key, in_batches(corpus.texts), trimming, tmp_path, shard_size=50)
     assert resumed.encoded == 80 and len(shards) == 230  # shards 3 and 4 only
+    assert trims == [0, 0]  # what each encoded shard freed is given back before the next
     whole = Vectors().embed(corpus.texts, "doc", 8)
     assert torch.equal(shards.load(torch.device("cpu")), whole)
     again = Vectors()

@@ -83,6 +83,7 @@ def encode_shards(
         partial = folder / f"partial-{os.getpid()}-{number}.npy"  # not a shard's name until it is whole
         np.save(partial, vectors.float().cpu().numpy().astype(dtype))
         os.replace(partial, _shard(folder, number))
+        hardware.release_freed_memory()  # what this shard freed is not held through the next (bench/README.md)
     if found:
         log.info("document vectors: %d shards were found in %s, the rest encoded", found, folder)
     (folder / COMPLETE).write_text(f"{count} vectors in shards of {shard_size}, {dtype}\n")
