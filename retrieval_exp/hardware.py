@@ -35,7 +35,7 @@ class Hardware:
     """Device, precision (fp32, or bf16 autocast), CPU threads, data-loader workers, encoding batch size, whether to
     torch.compile the model for evaluation (`compile_inference`), whether training recomputes each transformer
     layer's activations in the backward pass instead of keeping them (`activation_checkpointing`), and whether the
-    host memory freed in a training step goes back to the system after it (`trim_host_memory`)."""
+    host memory a training step (or an encoded shard) freed goes back to the system after it (`trim_host_memory`)."""
 
     device: str = "cpu"
     precision: str = "fp32"
@@ -87,10 +87,10 @@ class Hardware:
 
     def release_freed_memory(self) -> None:
         """With `trim_host_memory`, hand the pages of freed blocks that glibc keeps back to the system
-        (malloc_trim(0)); the training loop calls it after each optimizer step, encoding after each shard. glibc keeps a step's freed activation
-        blocks (tens of MB each, under its dynamic mmap threshold) for reuse, so a CPU run's resident size climbs
-        over the steps and stays there through evaluation; trimming costs about a millisecond and no speed
-        (bench/README.md, section 8). A no-op without glibc."""
+        (malloc_trim(0)); the training loop calls it after each optimizer step, encoding after each shard. glibc
+        keeps a step's freed activation blocks (tens of MB each, under its dynamic mmap threshold) for reuse, so a
+        CPU run's resident size climbs over the steps and stays there through evaluation; a trim costs tens of
+        milliseconds against a CPU step's seconds (bench/README.md, section 8). A no-op without glibc."""
         if self.trim_host_memory and MALLOC_TRIM is not None:
             MALLOC_TRIM(0)
 
