@@ -164,7 +164,7 @@ def launch(
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},  # a native crash prints its Python stacks
         timeout=600,
     )
 
